@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
+	switch string(ctx.Path()) {
+	case "/healthz":
+		// Liveness: the process answers. Never depends on the upstream, or
+		// a slow app would get its sidecar restarted.
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ok\n")
+	case "/readyz":
+		ctx.SetContentType("text/plain; charset=utf-8")
+		if s.ready.Load() && !s.draining.Load() {
+			ctx.SetBodyString("ready\n")
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		if s.draining.Load() {
+			ctx.SetBodyString("draining\n")
+		} else {
+			ctx.SetBodyString("starting\n")
+		}
+	case "/drain":
+		if !ctx.IsPost() {
+			ctx.Error("use POST\n", fasthttp.StatusMethodNotAllowed)
+			return
+		}
+		s.Drain()
+		s.log.Info().Msg("drain requested: not ready any more")
+		ctx.SetBodyString("draining\n")
+	case "/debug/stream-state":
+		ctx.SetContentType("application/json")
+		b, _ := json.MarshalIndent(s.hub.state(), "", "  ")
+		ctx.SetBody(append(b, '\n'))
+	case "/metrics":
+		s.serveMetrics(ctx)
+	default:
+		ctx.Error("not found\n", fasthttp.StatusNotFound)
+	}
+}
+
+// StreamState is one stream in /debug/stream-state.
+type StreamState struct {
+	Generation  string `json:"generation"`
+	Path        string `json:"path"`
+	Mode        string `json:"mode"`
+	LastID      string `json:"last_id"`
+	OldestID    string `json:"oldest_id"`
+	Frames      int    `json:"buffer_frames"`
+	Bytes       int64  `json:"buffer_bytes"`
+	Connections int    `json:"connections"`
+	Upstream    string `json:"upstream_state"`
+	Connects    uint64 `json:"upstream_connects"`
+	Reconnects  uint64 `json:"upstream_reconnects"`
+	IdleSince   string `json:"idle_since,omitempty"`
+}
+
+// State is the whole /debug/stream-state document.
+type State struct {
+	Streams []StreamState `json:"streams"`
+	Totals  struct {
+		Streams        int    `json:"streams"`
+		Connections    int64  `json:"connections"`
+		BufferedBytes  int64  `json:"buffered_bytes"`
+		MaxMemory      int64  `json:"max_memory"`
+		FramesIn       uint64 `json:"frames_in"`
+		Resumes        uint64 `json:"resumes"`
+		SyncRequired   uint64 `json:"sync_required"`
+		SystemSync     uint64 `json:"system_sync"`
+		StreamsOpened  uint64 `json:"streams_opened"`
+		ClientsDropped uint64 `json:"clients_dropped_slow"`
+	} `json:"totals"`
+}
+
+func (h *Hub) state() State {
+	h.mu.Lock()
+	all := make([]*stream, 0, len(h.byGen))
+	for _, s := range h.byGen {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	var st State
+	st.Streams = []StreamState{}
+	for _, s := range all {
+		oldest, newest := s.log.Bounds()
+		frames, bytes := s.log.Stats()
+		s.mu.Lock()
+		conns := len(s.subs)
+		var idle string
+		if conns == 0 && !s.lastLeft.IsZero() {
+			idle = s.lastLeft.UTC().Format(time.RFC3339Nano)
+		}
+		s.mu.Unlock()
+		ss := StreamState{
+			Generation:  genText(s.gen),
+			Path:        s.pathOnly(),
+			Mode:        h.cfg.Mode.String(),
+			LastID:      s.id(newest).String(),
+			Frames:      frames,
+			Bytes:       bytes,
+			Connections: conns,
+			Upstream:    stateNames[s.state.Load()],
+			Connects:    s.connects.Load(),
+			Reconnects:  s.reconnects.Load(),
+			IdleSince:   idle,
+		}
+		if frames > 0 {
+			ss.OldestID = s.id(oldest).String()
+		}
+		st.Streams = append(st.Streams, ss)
+	}
+	sort.Slice(st.Streams, func(i, j int) bool { return st.Streams[i].Generation < st.Streams[j].Generation })
+	t := &st.Totals
+	t.Streams = len(st.Streams)
+	t.Connections = h.metrics.clients.Load()
+	t.BufferedBytes = h.budget.Used()
+	t.MaxMemory = h.budget.Max()
+	t.FramesIn = h.metrics.framesIn.Load()
+	t.Resumes = h.metrics.resumes.Load()
+	t.SyncRequired = h.metrics.syncRequired.Load()
+	t.SystemSync = h.metrics.systemSync.Load()
+	t.StreamsOpened = h.metrics.streamsOpened.Load()
+	t.ClientsDropped = h.metrics.clientsDroppedSlow.Load()
+	return st
+}

@@ -1,0 +1,361 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/textproto"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// EnvPrefix is the prefix of every environment variable lastevent reads.
+const EnvPrefix = "LASTEVENT_"
+
+// RawConfig is the configuration as read from the environment, one string per
+// variable, so that every value can be checked and reported by its variable
+// name. Parse turns it into a Config. The env tags are the public interface.
+type RawConfig struct {
+	UpstreamURL      string `env:"UPSTREAM_URL"`
+	ListenAddr       string `env:"LISTEN_ADDR" envDefault:":8080"`
+	AdminAddr        string `env:"ADMIN_ADDR" envDefault:":8081"`
+	Mode             string `env:"MODE" envDefault:"session"`
+	BufferFrames     string `env:"BUFFER_FRAMES" envDefault:"1000"`
+	MaxMemory        string `env:"MAX_MEMORY" envDefault:"256MiB"`
+	Linger           string `env:"LINGER" envDefault:"60s"`
+	Heartbeat        string `env:"HEARTBEAT" envDefault:"15s"`
+	Retry            string `env:"RETRY" envDefault:"3s"`
+	StreamKeyHeaders string `env:"STREAM_KEY_HEADERS" envDefault:"Authorization,Cookie"`
+	LastEventIDParam string `env:"LAST_EVENT_ID_PARAM" envDefault:"lastEventId"`
+	MaxFrameBytes    string `env:"MAX_FRAME_BYTES" envDefault:"1MiB"`
+	LogLevel         string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat        string `env:"LOG_FORMAT" envDefault:"json"`
+
+	MaxConnections         string `env:"MAX_CONNECTIONS" envDefault:"10000"`
+	MaxHeaderBytes         string `env:"MAX_HEADER_BYTES" envDefault:"16KiB"`
+	MaxBodyBytes           string `env:"MAX_BODY_BYTES" envDefault:"10MiB"`
+	WriteTimeout           string `env:"WRITE_TIMEOUT" envDefault:"10s"`
+	ClientDeadTimeout      string `env:"CLIENT_DEAD_TIMEOUT" envDefault:"10s"`
+	UpstreamTimeout        string `env:"UPSTREAM_TIMEOUT" envDefault:"10s"`
+	UpstreamIdleTimeout    string `env:"UPSTREAM_IDLE_TIMEOUT" envDefault:"0"`
+	UpstreamResumes        string `env:"UPSTREAM_RESUMES" envDefault:"false"`
+	UpstreamPass5xx        string `env:"UPSTREAM_PASS_5XX" envDefault:"false"`
+	UpstreamBackoffMin     string `env:"UPSTREAM_BACKOFF_MIN" envDefault:"200ms"`
+	UpstreamBackoffMax     string `env:"UPSTREAM_BACKOFF_MAX" envDefault:"10s"`
+	UpstreamMaxConnections string `env:"UPSTREAM_MAX_CONNECTIONS" envDefault:"0"`
+	SystemSyncData         string `env:"SYSTEM_SYNC_DATA" envDefault:"{}"`
+	ShutdownGrace          string `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+}
+
+// Mode says how a request finds its stream.
+type Mode int
+
+const (
+	// ModeSession gives every new client connection its own upstream
+	// connection; a resume finds the stream by the generation in its id.
+	ModeSession Mode = iota
+	// ModeShared lets clients with the same stream key (path, query and the
+	// stream-key headers) share one upstream connection.
+	ModeShared
+)
+
+func (m Mode) String() string {
+	if m == ModeShared {
+		return "shared"
+	}
+	return "session"
+}
+
+// Config is the parsed, validated configuration. The zero value is not
+// usable; build it with LoadConfig or RawConfig.Parse.
+type Config struct {
+	Upstream         *url.URL // scheme http or https, host set, no query or fragment
+	ListenAddr       string
+	AdminAddr        string
+	Mode             Mode
+	BufferFrames     int           // frames kept per stream, >= 1
+	MaxMemory        int64         // buffered frame bytes, all streams together, > 0
+	Linger           time.Duration // 0 closes a stream as soon as its last client leaves
+	Heartbeat        time.Duration // > 0
+	Retry            time.Duration // sent as retry: at the start of each response
+	StreamKeyHeaders []string      // canonical header names; may be empty
+	LastEventIDParam string        // empty disables the query parameter
+	MaxFrameBytes    int
+	LogLevel         string
+	LogFormat        string // json or console
+
+	MaxConnections         int           // concurrent client connections; more get 503
+	MaxHeaderBytes         int           // request header size; larger gets 431
+	MaxBodyBytes           int           // non-SSE request and response bodies
+	WriteTimeout           time.Duration // one write to a client; a client that does not read is dropped
+	ClientDeadTimeout      time.Duration // TCP_USER_TIMEOUT and keepalive on client connections; 0 keeps the OS default
+	UpstreamTimeout        time.Duration // connect and time to the first response byte
+	UpstreamIdleTimeout    time.Duration // silence on an upstream stream before reconnecting; 0 waits forever
+	UpstreamResumes        bool          // trust the upstream to honour Last-Event-ID: no sync-required on reconnect
+	UpstreamPass5xx        bool          // pass an upstream 5xx to the client instead of holding the stream
+	UpstreamBackoffMin     time.Duration
+	UpstreamBackoffMax     time.Duration
+	UpstreamMaxConnections int    // upstream connections; 0 means MaxConnections + 64
+	SystemSyncData         string // data of system-sync events, one line of JSON
+	ShutdownGrace          time.Duration
+}
+
+// LoadConfig reads the configuration from environ (KEY=VALUE pairs, as
+// os.Environ returns) and validates it. Unknown LASTEVENT_* variables are
+// returned as warnings, not errors.
+func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	var raw RawConfig
+	if err := env.ParseWithOptions(&raw, env.Options{Prefix: EnvPrefix, Environment: m}); err != nil {
+		return Config{}, nil, err
+	}
+	known := make(map[string]bool)
+	for _, name := range VariableNames() {
+		known[name] = true
+	}
+	for k := range m {
+		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
+			warnings = append(warnings, fmt.Sprintf("%s is not a lastevent setting; ignored (known: %s)", k, strings.Join(VariableNames(), ", ")))
+		}
+	}
+	sort.Strings(warnings)
+	cfg, err = raw.Parse()
+	return cfg, warnings, err
+}
+
+// Variables lists every setting with its default, in declaration order. The
+// README and the Helm chart are checked against it.
+func Variables() []env.FieldParams {
+	params, err := env.GetFieldParamsWithOptions(&RawConfig{}, env.Options{Prefix: EnvPrefix})
+	if err != nil {
+		panic(err) // the struct tags are constant
+	}
+	return params
+}
+
+// VariableNames lists the names of every setting.
+func VariableNames() []string {
+	var names []string
+	for _, p := range Variables() {
+		names = append(names, p.Key)
+	}
+	return names
+}
+
+// Parse validates every value and reports all problems at once, one line per
+// problem, each naming its variable. It is pure.
+func (r RawConfig) Parse() (Config, error) {
+	var c Config
+	var errs []error
+	bad := func(name, value, rule string) {
+		errs = append(errs, fmt.Errorf("%s%s=%q: %s", EnvPrefix, name, value, rule))
+	}
+	durPos := func(name, v string, allowZero bool) time.Duration {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if strings.TrimSpace(v) == "0" {
+			d, err = 0, nil
+		}
+		switch {
+		case err != nil:
+			bad(name, v, "must be a duration such as 500ms, 15s or 2m")
+		case d < 0 || (d == 0 && !allowZero):
+			if allowZero {
+				bad(name, v, "must not be negative")
+			} else {
+				bad(name, v, "must be greater than 0")
+			}
+		}
+		return d
+	}
+	intRange := func(name, v string, lo, hi int64) int64 {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < lo || n > hi {
+			bad(name, v, fmt.Sprintf("must be a whole number from %d to %d", lo, hi))
+		}
+		return n
+	}
+	size := func(name, v string, lo, hi int64) int64 {
+		n, err := ParseByteSize(v)
+		if err != nil {
+			bad(name, v, err.Error())
+		} else if n < lo || n > hi {
+			bad(name, v, fmt.Sprintf("must be from %s to %s", FormatByteSize(lo), FormatByteSize(hi)))
+		}
+		return n
+	}
+	boolean := func(name, v string) bool {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			bad(name, v, "must be true or false")
+		}
+		return b
+	}
+	addr := func(name, v string) string {
+		v = strings.TrimSpace(v)
+		if _, port, err := net.SplitHostPort(v); err != nil {
+			bad(name, v, "must be host:port or :port")
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad(name, v, "port must be a number from 0 to 65535")
+		}
+		return v
+	}
+
+	if strings.TrimSpace(r.UpstreamURL) == "" {
+		bad("UPSTREAM_URL", r.UpstreamURL, "is required: the base URL of the upstream, e.g. http://127.0.0.1:9000")
+	} else if u, err := url.Parse(strings.TrimSpace(r.UpstreamURL)); err != nil {
+		bad("UPSTREAM_URL", r.UpstreamURL, "is not a URL: "+err.Error())
+	} else if u.Scheme != "http" && u.Scheme != "https" {
+		bad("UPSTREAM_URL", r.UpstreamURL, "scheme must be http or https")
+	} else if u.Host == "" || u.Hostname() == "" {
+		bad("UPSTREAM_URL", r.UpstreamURL, "must name a host, e.g. http://127.0.0.1:9000")
+	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		bad("UPSTREAM_URL", r.UpstreamURL, "must not hold a query, fragment or user info")
+	} else {
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		c.Upstream = u
+	}
+	c.ListenAddr = addr("LISTEN_ADDR", r.ListenAddr)
+	c.AdminAddr = addr("ADMIN_ADDR", r.AdminAddr)
+	switch strings.TrimSpace(r.Mode) {
+	case "session":
+		c.Mode = ModeSession
+	case "shared":
+		c.Mode = ModeShared
+	default:
+		bad("MODE", r.Mode, "must be session or shared")
+	}
+	c.BufferFrames = int(intRange("BUFFER_FRAMES", r.BufferFrames, 1, 10_000_000))
+	c.MaxMemory = size("MAX_MEMORY", r.MaxMemory, 64<<10, 1<<50)
+	c.Linger = durPos("LINGER", r.Linger, true)
+	c.Heartbeat = durPos("HEARTBEAT", r.Heartbeat, false)
+	c.Retry = durPos("RETRY", r.Retry, false)
+	if c.Retry > MaxRetry {
+		bad("RETRY", r.Retry, "must be at most "+MaxRetry.String())
+	}
+	for _, h := range strings.Split(r.StreamKeyHeaders, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if !validToken(h) {
+			bad("STREAM_KEY_HEADERS", r.StreamKeyHeaders, fmt.Sprintf("%q is not a header name", h))
+			continue
+		}
+		c.StreamKeyHeaders = append(c.StreamKeyHeaders, textproto.CanonicalMIMEHeaderKey(h))
+	}
+	c.LastEventIDParam = strings.TrimSpace(r.LastEventIDParam)
+	if c.LastEventIDParam != "" && url.QueryEscape(c.LastEventIDParam) != c.LastEventIDParam {
+		bad("LAST_EVENT_ID_PARAM", r.LastEventIDParam, "must be a plain query parameter name (letters, digits, - _ .)")
+	}
+	c.MaxFrameBytes = int(size("MAX_FRAME_BYTES", r.MaxFrameBytes, 1<<10, 1<<30))
+	if c.MaxFrameBytes > 0 && c.MaxMemory > 0 && int64(c.MaxFrameBytes) > c.MaxMemory {
+		bad("MAX_FRAME_BYTES", r.MaxFrameBytes, "must not exceed LASTEVENT_MAX_MEMORY")
+	}
+	c.LogLevel = strings.ToLower(strings.TrimSpace(r.LogLevel))
+	switch c.LogLevel {
+	case "":
+		c.LogLevel = "info"
+	case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":
+	default:
+		bad("LOG_LEVEL", r.LogLevel, "must be one of trace, debug, info, warn, error, disabled")
+	}
+	c.LogFormat = strings.ToLower(strings.TrimSpace(r.LogFormat))
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("LOG_FORMAT", r.LogFormat, "must be json or console")
+	}
+
+	c.MaxConnections = int(intRange("MAX_CONNECTIONS", r.MaxConnections, 1, 10_000_000))
+	c.MaxHeaderBytes = int(size("MAX_HEADER_BYTES", r.MaxHeaderBytes, 1<<10, 16<<20))
+	c.MaxBodyBytes = int(size("MAX_BODY_BYTES", r.MaxBodyBytes, 0, 1<<30))
+	c.WriteTimeout = durPos("WRITE_TIMEOUT", r.WriteTimeout, false)
+	c.ClientDeadTimeout = durPos("CLIENT_DEAD_TIMEOUT", r.ClientDeadTimeout, true)
+	c.UpstreamTimeout = durPos("UPSTREAM_TIMEOUT", r.UpstreamTimeout, false)
+	c.UpstreamIdleTimeout = durPos("UPSTREAM_IDLE_TIMEOUT", r.UpstreamIdleTimeout, true)
+	c.UpstreamResumes = boolean("UPSTREAM_RESUMES", r.UpstreamResumes)
+	c.UpstreamPass5xx = boolean("UPSTREAM_PASS_5XX", r.UpstreamPass5xx)
+	c.UpstreamBackoffMin = durPos("UPSTREAM_BACKOFF_MIN", r.UpstreamBackoffMin, false)
+	c.UpstreamBackoffMax = durPos("UPSTREAM_BACKOFF_MAX", r.UpstreamBackoffMax, false)
+	if c.UpstreamBackoffMax < c.UpstreamBackoffMin {
+		bad("UPSTREAM_BACKOFF_MAX", r.UpstreamBackoffMax, "must not be below LASTEVENT_UPSTREAM_BACKOFF_MIN")
+	}
+	c.UpstreamMaxConnections = int(intRange("UPSTREAM_MAX_CONNECTIONS", r.UpstreamMaxConnections, 0, 10_000_000))
+	if c.UpstreamMaxConnections == 0 {
+		c.UpstreamMaxConnections = c.MaxConnections + 64
+	}
+	c.SystemSyncData = strings.TrimSpace(r.SystemSyncData)
+	if strings.ContainsAny(c.SystemSyncData, "\r\n") || c.SystemSyncData == "" {
+		bad("SYSTEM_SYNC_DATA", r.SystemSyncData, "must be one non-empty line (JSON such as {})")
+	}
+	c.ShutdownGrace = durPos("SHUTDOWN_GRACE", r.ShutdownGrace, false)
+	return c, errors.Join(errs...)
+}
+
+// MaxRetry and MinRetry bound the retry: values passed to clients, including
+// an upstream's own (Chromium takes a huge retry as "never reconnect").
+const (
+	MinRetry = 100 * time.Millisecond
+	MaxRetry = 5 * time.Minute
+)
+
+func validToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1000}, {"MB", 1000_000}, {"GB", 1000_000_000}, {"TB", 1000_000_000_000},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+}
+
+// ParseByteSize parses sizes such as 64KiB, 1GiB, 10MB or plain bytes.
+func ParseByteSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	num, mult := s, int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("must be a size such as 65536, 64KiB, 256MiB or 1GiB")
+	}
+	if n > math.MaxInt64/mult {
+		return 0, errors.New("is too large")
+	}
+	return n * mult, nil
+}
+
+// FormatByteSize renders n with the largest binary unit that divides it.
+func FormatByteSize(n int64) string {
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.m && n%u.m == 0 {
+			return strconv.FormatInt(n/u.m, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"mime"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Handler serves client requests: SSE requests through the hub, every other
+// request proxied to the upstream as it is (lastevent sits in front of the
+// whole app).
+type Handler struct {
+	hub   *Hub
+	plain *fasthttp.Client
+}
+
+// NewHandler returns the client-facing handler.
+func NewHandler(h *Hub) *Handler {
+	return &Handler{hub: h, plain: newPlainClient(h.cfg)}
+}
+
+// Serve is the fasthttp request handler.
+func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
+	if !isSSERequest(ctx) {
+		h.proxyPlain(ctx)
+		return
+	}
+	r := h.request(ctx)
+	a := h.hub.attach(r)
+	if a.pass != nil {
+		writePassed(ctx, a.pass)
+		return
+	}
+	// A stream's response has no overall deadline: per-write deadlines
+	// guard each write instead.
+	_ = ctx.SetWriteDeadline(timeZero)
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.SetContentType("text/event-stream; charset=utf-8")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	ctx.SetBodyStream(a.c, -1)
+}
+
+// isSSERequest: a GET whose Accept names text/event-stream, which is what
+// EventSource sends.
+func isSSERequest(ctx *fasthttp.RequestCtx) bool {
+	if !ctx.IsGet() {
+		return false
+	}
+	for part := range strings.SplitSeq(string(ctx.Request.Header.Peek("Accept")), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "text/event-stream" {
+			return true
+		}
+	}
+	return false
+}
+
+// request extracts what the hub needs: the upstream target without the
+// Last-Event-ID query parameter, the stream-key headers and the id.
+func (h *Handler) request(ctx *fasthttp.RequestCtx) *request {
+	cfg := h.hub.cfg
+	r := &request{ctx: ctx, keyHdrs: h.hub.keyHeaders(ctx)}
+	if v := ctx.Request.Header.Peek("Last-Event-ID"); len(v) > 0 {
+		r.lastID = append([]byte(nil), v...)
+	}
+	args := ctx.QueryArgs()
+	if cfg.LastEventIDParam != "" && args.Has(cfg.LastEventIDParam) {
+		if r.lastID == nil {
+			r.lastID = append([]byte(nil), args.Peek(cfg.LastEventIDParam)...)
+		}
+		args.Del(cfg.LastEventIDParam)
+	}
+	r.target = string(ctx.Path())
+	if q := args.QueryString(); len(q) > 0 {
+		r.target += "?" + string(q)
+	}
+	return r
+}
+
+func writePassed(ctx *fasthttp.RequestCtx, p *passedResponse) {
+	p.header.CopyTo(&ctx.Response.Header)
+	ctx.SetStatusCode(p.status)
+	ctx.SetBody(p.body)
+}
+
+// proxyPlain forwards a non-SSE request and its answer unchanged.
+func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
+	cfg := h.hub.cfg
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethodBytes(ctx.Method())
+	req.SetRequestURI(cfg.Upstream.String() + string(ctx.RequestURI()))
+	copyRequestHeaders(req, ctx)
+	if lid := ctx.Request.Header.Peek("Last-Event-ID"); len(lid) > 0 {
+		req.Header.SetBytesV("Last-Event-ID", lid) // not ours to interpret here
+	}
+	req.Header.SetHost(cfg.Upstream.Host)
+	req.SetBody(ctx.Request.Body())
+	if err := h.plain.Do(req, resp); err != nil {
+		h.hub.log.Warn().Err(err).Bytes("path", ctx.Path()).Msg("upstream request failed")
+		ctx.Error("lastevent: upstream unavailable\n", fasthttp.StatusBadGateway)
+		return
+	}
+	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
+	ctx.SetStatusCode(resp.StatusCode())
+	ctx.SetBody(resp.Body())
+}

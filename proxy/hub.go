@@ -1,0 +1,274 @@
+package proxy
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+
+	"github.com/lastevent/lastevent/replay"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// Hub finds or opens the stream for each request. Streams are indexed by
+// generation (every mode: that is how a Last-Event-ID is resolved) and, in
+// shared mode, by stream key.
+type Hub struct {
+	cfg          *Config
+	log          zerolog.Logger
+	gens         *replay.Generator
+	budget       *replay.Budget
+	streamClient *fasthttp.Client
+	metrics      metrics
+
+	mu    sync.Mutex
+	byGen map[replay.Gen]*stream
+	byKey map[string]*stream
+	wg    sync.WaitGroup
+}
+
+type metrics struct {
+	clients            atomic.Int64
+	framesIn           atomic.Uint64
+	framesOut          atomic.Uint64
+	framesTooLarge     atomic.Uint64
+	heartbeats         atomic.Uint64
+	resumes            atomic.Uint64
+	syncRequired       atomic.Uint64
+	systemSync         atomic.Uint64
+	syncMarkers        atomic.Uint64
+	clientsDroppedSlow atomic.Uint64
+	clientsGone        atomic.Uint64
+	streamsOpened      atomic.Uint64
+}
+
+// NewHub returns a hub for cfg.
+func NewHub(cfg *Config, log zerolog.Logger) *Hub {
+	return &Hub{
+		cfg:          cfg,
+		log:          log,
+		gens:         replay.NewGenerator(),
+		budget:       replay.NewBudget(cfg.MaxMemory),
+		streamClient: newStreamClient(cfg),
+		byGen:        make(map[replay.Gen]*stream),
+		byKey:        make(map[string]*stream),
+	}
+}
+
+// request is what the hub needs to know of a client request.
+type request struct {
+	target  string // path and query forwarded upstream
+	keyHdrs string // stream-key header values
+	lastID  []byte // Last-Event-ID or the query parameter; nil when absent
+	ctx     *fasthttp.RequestCtx
+}
+
+// attachment is the hub's answer: a stream and where the client starts in
+// it, or an upstream response to pass on.
+type attachment struct {
+	c    *client
+	pass *passedResponse
+}
+
+// open starts a new stream for r.
+func (h *Hub) open(r *request, key string) *stream {
+	s := &stream{
+		hub:     h,
+		gen:     h.gens.Next(),
+		key:     key,
+		target:  r.target,
+		keyHdrs: r.keyHdrs,
+		log:     replay.NewRing(h.cfg.BufferFrames, h.budget),
+		req:     &fasthttp.Request{},
+		ready:   make(chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	s.req.SetRequestURI(h.cfg.Upstream.String() + r.target)
+	copyRequestHeaders(s.req, r.ctx)
+	s.req.Header.SetHost(h.cfg.Upstream.Host)
+	s.req.Header.Set("Accept", "text/event-stream")
+	s.req.Header.Set("Cache-Control", "no-cache")
+	h.byGen[s.gen] = s
+	if key != "" {
+		h.byKey[key] = s
+	}
+	h.metrics.streamsOpened.Add(1)
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		s.run()
+	}()
+	return s
+}
+
+// forget removes s from the indexes (it has ended).
+func (h *Hub) forget(s *stream) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byGen[s.gen] == s {
+		delete(h.byGen, s.gen)
+	}
+	if s.key != "" && h.byKey[s.key] == s {
+		delete(h.byKey, s.key)
+	}
+}
+
+// decision says where a client starts.
+type decision struct {
+	s      *stream
+	opener bool   // the client opened s: it starts at the beginning
+	resume uint64 // resume after this sequence (when resuming)
+	resum  bool   // resume holds a sequence to resume after
+	sync   string // non-empty: sync-required with this reason
+	system bool   // system-sync
+}
+
+// decide resolves r to a stream. Malformed or foreign ids never fail the
+// request: they turn into a sync event on a stream the client may read.
+func (h *Hub) decide(r *request) decision {
+	var id replay.ID
+	var idErr error
+	hasID := r.lastID != nil && len(r.lastID) > 0
+	if hasID {
+		id, idErr = replay.ParseID(r.lastID)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var known *stream
+	if hasID && idErr == nil {
+		known = h.byGen[id.Gen]
+	}
+	if h.cfg.Mode == ModeSession {
+		switch {
+		case !hasID:
+			return decision{s: h.open(r, ""), opener: true}
+		case idErr != nil:
+			return decision{s: h.open(r, ""), opener: true, sync: ReasonMalformed}
+		case known == nil:
+			return decision{s: h.open(r, ""), opener: true, system: true}
+		case known.target != r.target:
+			return decision{s: h.open(r, ""), opener: true, sync: ReasonOtherStream}
+		case known.keyHdrs != r.keyHdrs:
+			return decision{s: h.open(r, ""), opener: true, sync: ReasonKeyMismatch}
+		}
+		return decision{s: known, resume: id.Seq, resum: true}
+	}
+	key := r.target + "\x00" + r.keyHdrs
+	s := h.byKey[key]
+	opener := false
+	if s == nil {
+		s, opener = h.open(r, key), true
+	}
+	switch {
+	case !hasID:
+		return decision{s: s, opener: opener}
+	case idErr != nil:
+		return decision{s: s, opener: opener, sync: ReasonMalformed}
+	case known == s:
+		return decision{s: s, resume: id.Seq, resum: true}
+	case known == nil:
+		return decision{s: s, opener: opener, system: true}
+	case known.target == r.target:
+		return decision{s: s, opener: opener, sync: ReasonKeyMismatch}
+	}
+	return decision{s: s, opener: opener, sync: ReasonOtherStream}
+}
+
+// attach finds the stream for r, waits for its first upstream answer if it
+// is new, and registers the client's cursor before reading the log, so that
+// frames appended meanwhile are neither lost nor sent twice.
+func (h *Hub) attach(r *request) attachment {
+	for tries := 0; ; tries++ {
+		d := h.decide(r)
+		s := d.s
+		select {
+		case <-s.ready:
+		case <-r.ctx.Done():
+			return attachment{pass: shuttingDown}
+		}
+		if s.pass != nil {
+			return attachment{pass: s.pass}
+		}
+		c := &client{
+			s:        s,
+			wake:     make(chan struct{}, 1),
+			conn:     r.ctx.Conn(),
+			shutdown: r.ctx.Done(),
+		}
+		if !s.addSub(c) {
+			if tries < 3 {
+				continue // it ended meanwhile; the next decision sees that
+			}
+			return attachment{pass: shuttingDown}
+		}
+		retryMs := h.cfg.Retry.Milliseconds()
+		head := s.head()
+		if d.opener {
+			head = s.id(0) // frames may already have arrived: they are this client's
+		}
+		switch {
+		case d.system:
+			h.metrics.systemSync.Add(1)
+			c.cursor = head.Seq
+			c.first = appendSystemSync(nil, head, h.cfg.SystemSyncData)
+		case d.sync != "":
+			h.metrics.syncRequired.Add(1)
+			c.cursor = head.Seq
+			c.first = appendSyncRequired(nil, head, d.sync, true)
+		case d.resum:
+			oldest, newest := s.log.Bounds()
+			reason := ""
+			if d.resume > newest {
+				reason = ReasonUnknown
+			} else if d.resume+1 < oldest {
+				reason = ReasonEvicted
+			}
+			if reason != "" {
+				h.metrics.syncRequired.Add(1)
+				c.cursor = newest
+				c.first = appendSyncRequired(nil, s.id(newest), reason, true)
+			} else {
+				h.metrics.resumes.Add(1)
+				c.cursor = d.resume
+				c.first = appendPreamble(nil, retryMs)
+			}
+		default:
+			c.cursor = head.Seq
+			c.first = appendPreamble(nil, retryMs)
+		}
+		return attachment{c: c}
+	}
+}
+
+var shuttingDown = &passedResponse{status: fasthttp.StatusServiceUnavailable, body: []byte("lastevent: shutting down\n")}
+
+// keyHeaders renders the stream-key headers of a request, in configuration
+// order, for equality checks.
+func (h *Hub) keyHeaders(ctx *fasthttp.RequestCtx) string {
+	if len(h.cfg.StreamKeyHeaders) == 0 {
+		return ""
+	}
+	var b bytes.Buffer
+	for _, name := range h.cfg.StreamKeyHeaders {
+		b.WriteString(name)
+		b.WriteByte(':')
+		b.Write(ctx.Request.Header.Peek(name))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Close stops every stream and waits for their readers.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	all := make([]*stream, 0, len(h.byGen))
+	for _, s := range h.byGen {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.halt()
+	}
+	h.wg.Wait()
+}

@@ -1,0 +1,367 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"mime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lastevent/lastevent/frame"
+	"github.com/lastevent/lastevent/replay"
+	"github.com/valyala/fasthttp"
+)
+
+// Upstream states, as /debug/stream-state shows them.
+const (
+	stateConnecting   int32 = iota // first attempt in progress
+	stateLive                      // reading frames
+	stateReconnecting              // lost the upstream; retrying with backoff
+	stateClosed
+)
+
+var stateNames = [...]string{"connecting", "live", "reconnecting", "closed"}
+
+var errStopped = errors.New("lastevent: stream stopped")
+
+// stream is one upstream connection feeding one log. One goroutine (run)
+// reads the upstream, parses frames, gives each an id, encodes it once into
+// the log and wakes the subscribers, which copy from the log themselves.
+type stream struct {
+	hub     *Hub
+	gen     replay.Gen
+	key     string // the hub's key in shared mode; empty in session mode
+	target  string // path and query sent upstream
+	keyHdrs string // stream-key header values of the opening request
+	log     *replay.Ring
+	req     *fasthttp.Request // upstream request template; owned by run
+
+	ready chan struct{}   // closed once the first upstream attempt is resolved
+	pass  *passedResponse // non-nil (set before ready closes) when the first answer goes to the client as is
+	stop  chan struct{}   // closed to end the stream
+	done  chan struct{}   // closed when run has returned
+	body  atomic.Value    // fasthttp.ReadCloserWithError of the current upstream body
+	state atomic.Int32
+	seq   atomic.Uint64 // newest sequence issued
+
+	connects, reconnects, upErrors atomic.Uint64
+
+	mu       sync.Mutex
+	subs     []*client
+	finished bool // run returned and the hub forgot the stream
+	stopping bool
+	linger   *time.Timer
+	lastLeft time.Time
+
+	stopOnce sync.Once
+
+	// Owned by run.
+	upLastID     []byte // the upstream's own last event id, sent back on reconnect
+	pendingRetry int64
+	scratch      []byte
+	idText       []byte
+}
+
+// passedResponse is an upstream answer handed to the client unchanged (a 4xx,
+// a redirect, a non-SSE body, or a 5xx when LASTEVENT_UPSTREAM_PASS_5XX is set).
+type passedResponse struct {
+	status int
+	header fasthttp.ResponseHeader
+	body   []byte
+}
+
+func (s *stream) id(seq uint64) replay.ID { return replay.ID{Gen: s.gen, Seq: seq} }
+
+// head is the id of the newest frame in the log.
+func (s *stream) head() replay.ID { return s.id(s.seq.Load()) }
+
+func (s *stream) run() {
+	defer s.finish()
+	cfg := s.hub.cfg
+	p := frame.NewParser(nil, cfg.MaxFrameBytes)
+	resp := &fasthttp.Response{}
+	backoff := cfg.UpstreamBackoffMin
+	connected := false
+	s.pendingRetry = -1
+	for {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		if len(s.upLastID) > 0 {
+			s.req.Header.SetBytesV("Last-Event-ID", s.upLastID)
+		}
+		s.connects.Add(1)
+		err := s.hub.streamClient.Do(s.req, resp)
+		var retryable bool
+		switch {
+		case err != nil:
+			retryable = true
+			s.upErrors.Add(1)
+			s.hub.log.Warn().Err(err).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream connect failed")
+		case isEventStream(resp):
+			if connected {
+				s.reconnects.Add(1)
+				if !cfg.UpstreamResumes {
+					s.appendMarker(ReasonUpstreamReconnect)
+				}
+			}
+			connected = true
+			backoff = cfg.UpstreamBackoffMin
+			s.state.Store(stateLive)
+			s.markReady(nil)
+			err = s.read(p, resp)
+			s.upErrors.Add(1)
+			s.hub.log.Info().Err(err).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream stream ended; reconnecting")
+			retryable = true
+		case resp.StatusCode() >= 500 && !cfg.UpstreamPass5xx:
+			retryable = true
+			s.upErrors.Add(1)
+			s.hub.log.Warn().Int("status", resp.StatusCode()).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream answered 5xx; retrying")
+		}
+		if !retryable {
+			// 4xx, redirect, non-SSE answer: the request itself is wrong.
+			pr := capture(resp, cfg.MaxBodyBytes)
+			if !s.markReady(pr) {
+				s.hub.log.Warn().Int("status", pr.status).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream refused a reconnect; ending the stream")
+			}
+			resp.CloseBodyStream()
+			resp.Reset()
+			return
+		}
+		resp.CloseBodyStream()
+		resp.Reset()
+		s.state.Store(stateReconnecting)
+		s.markReady(nil)
+		// Full jitter: spread the reconnects of many streams.
+		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		backoff = min(backoff*2, cfg.UpstreamBackoffMax)
+		t := time.NewTimer(wait)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// markReady resolves the first attempt; it reports whether this call did.
+func (s *stream) markReady(pr *passedResponse) bool {
+	select {
+	case <-s.ready:
+		return false
+	default:
+		s.pass = pr
+		close(s.ready)
+		return true
+	}
+}
+
+func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
+	body, _ := resp.BodyStream().(fasthttp.ReadCloserWithError)
+	if body == nil {
+		return errors.New("upstream body is not a stream")
+	}
+	s.body.Store(body)
+	select {
+	case <-s.stop: // stopped before the body was published
+		return errStopped
+	default:
+	}
+	p.Reset(body)
+	for {
+		f, err := p.Next()
+		if err == frame.ErrFrameTooLarge {
+			s.hub.metrics.framesTooLarge.Add(1)
+			s.appendMarker(ReasonFrameTooLarge)
+			continue
+		}
+		if err != nil {
+			select {
+			case <-s.stop:
+				return errStopped
+			default:
+			}
+			if err == io.EOF {
+				return errors.New("upstream closed the stream")
+			}
+			return err
+		}
+		if f.HasID {
+			s.upLastID = append(s.upLastID[:0], f.ID...)
+		}
+		if f.Retry >= 0 {
+			s.pendingRetry = clampRetry(f.Retry)
+		}
+		if !f.Dispatch {
+			continue
+		}
+		out := *f
+		out.Retry, s.pendingRetry = s.pendingRetry, -1
+		seq := s.seq.Load() + 1
+		s.idText = s.id(seq).AppendText(s.idText[:0])
+		s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &out)
+		s.publish(seq)
+	}
+}
+
+// appendMarker puts a sync-required frame into the log: every client that
+// reads past this point learns that frames may have been lost here.
+func (s *stream) appendMarker(reason string) {
+	seq := s.seq.Load() + 1
+	s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), reason, false)
+	s.hub.metrics.syncMarkers.Add(1)
+	s.publish(seq)
+}
+
+func (s *stream) publish(seq uint64) {
+	if err := s.log.Append(seq, s.scratch); err != nil {
+		// Only possible after Close; the stream is ending.
+		return
+	}
+	s.seq.Store(seq)
+	s.hub.metrics.framesIn.Add(1)
+	if cap(s.scratch) > 64<<10 && len(s.scratch) < cap(s.scratch)/4 {
+		s.scratch = nil // do not keep a giant frame's buffer
+	}
+	s.mu.Lock()
+	for _, c := range s.subs {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *stream) pathOnly() string {
+	for i := 0; i < len(s.target); i++ {
+		if s.target[i] == '?' {
+			return s.target[:i]
+		}
+	}
+	return s.target
+}
+
+// addSub attaches c; false when the stream is ending (the caller then finds
+// or opens another).
+func (s *stream) addSub(c *client) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping || s.finished {
+		return false
+	}
+	if s.linger != nil {
+		s.linger.Stop()
+		s.linger = nil
+	}
+	s.subs = append(s.subs, c)
+	s.hub.metrics.clients.Add(1)
+	return true
+}
+
+func (s *stream) removeSub(c *client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, x := range s.subs {
+		if x == c {
+			last := len(s.subs) - 1
+			s.subs[i] = s.subs[last]
+			s.subs[last] = nil
+			s.subs = s.subs[:last]
+			s.hub.metrics.clients.Add(-1)
+			break
+		}
+	}
+	if len(s.subs) > 0 {
+		return
+	}
+	s.lastLeft = time.Now()
+	if s.finished {
+		s.log.Close()
+		return
+	}
+	if s.stopping {
+		return
+	}
+	if d := s.hub.cfg.Linger; d > 0 {
+		s.linger = time.AfterFunc(d, s.lingerExpired)
+	} else {
+		s.stopping = true
+		go s.halt()
+	}
+}
+
+func (s *stream) lingerExpired() {
+	s.mu.Lock()
+	expire := len(s.subs) == 0 && !s.stopping
+	if expire {
+		s.stopping = true
+	}
+	s.mu.Unlock()
+	if expire {
+		s.halt()
+	}
+}
+
+// halt ends the stream: it stops the reader, interrupting a blocked upstream
+// read. Clients still attached read what is left and end their responses.
+func (s *stream) halt() {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.stopping = true
+		s.mu.Unlock()
+		close(s.stop)
+		if b, ok := s.body.Load().(fasthttp.ReadCloserWithError); ok {
+			_ = b.CloseWithError(errStopped)
+		}
+	})
+}
+
+// finish runs when run returns: the hub forgets the stream, attached clients
+// drain and end, and the log is freed once nobody reads it.
+func (s *stream) finish() {
+	s.state.Store(stateClosed)
+	s.markReady(nil)
+	s.hub.forget(s)
+	s.mu.Lock()
+	s.finished = true
+	if s.linger != nil {
+		s.linger.Stop()
+	}
+	if len(s.subs) == 0 {
+		s.log.Close()
+	}
+	s.mu.Unlock()
+	close(s.done)
+}
+
+func isEventStream(resp *fasthttp.Response) bool {
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(string(resp.Header.ContentType()))
+	return err == nil && mt == "text/event-stream"
+}
+
+// capture reads a response that is passed to the client as is; its body is
+// bounded by LASTEVENT_MAX_BODY_BYTES.
+func capture(resp *fasthttp.Response, limit int) *passedResponse {
+	pr := &passedResponse{status: resp.StatusCode()}
+	copyResponseHeaders(&pr.header, &resp.Header)
+	if r := resp.BodyStream(); r != nil {
+		b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+		if err != nil || len(b) > limit {
+			return &passedResponse{status: fasthttp.StatusBadGateway, body: []byte("lastevent: upstream response body unreadable or larger than LASTEVENT_MAX_BODY_BYTES\n")}
+		}
+		pr.body = b
+	} else {
+		pr.body = append([]byte(nil), resp.Body()...)
+	}
+	pr.header.SetStatusCode(pr.status)
+	return pr
+}

@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// hopHeaders are the hop-by-hop headers (RFC 9110 section 7.6.1) that a proxy
+// must not forward, plus the headers lastevent sets itself.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// newStreamClient returns the client for upstream SSE streams. Its
+// connections apply UpstreamTimeout until the first response byte and
+// UpstreamIdleTimeout (if set) between reads after that, because fasthttp's
+// own ReadTimeout is one deadline for the whole response and would cut a long
+// stream.
+func newStreamClient(cfg *Config) *fasthttp.Client {
+	d := &net.Dialer{Timeout: cfg.UpstreamTimeout, KeepAlive: 15 * time.Second}
+	return &fasthttp.Client{
+		Name:                          "lastevent",
+		NoDefaultUserAgentHeader:      true,
+		StreamResponseBody:            true,
+		MaxConnsPerHost:               cfg.UpstreamMaxConnections,
+		MaxIdleConnDuration:           time.Second,
+		MaxResponseBodySize:           cfg.MaxBodyBytes,
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		DisableHeaderNamesNormalizing: false,
+		DisablePathNormalizing:        true,
+		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &streamConn{Conn: c, first: cfg.UpstreamTimeout, idle: cfg.UpstreamIdleTimeout}, nil
+		},
+	}
+}
+
+// newPlainClient returns the client for ordinary (non-SSE) requests, which
+// are proxied as they are.
+func newPlainClient(cfg *Config) *fasthttp.Client {
+	return &fasthttp.Client{
+		Name:                     "lastevent",
+		NoDefaultUserAgentHeader: true,
+		MaxConnsPerHost:          cfg.UpstreamMaxConnections,
+		ReadTimeout:              max(cfg.UpstreamTimeout, 60*time.Second),
+		WriteTimeout:             cfg.UpstreamTimeout,
+		MaxResponseBodySize:      cfg.MaxBodyBytes,
+		ReadBufferSize:           cfg.MaxHeaderBytes,
+		DisablePathNormalizing:   true,
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			return fasthttp.DialTimeout(addr, min(timeout, cfg.UpstreamTimeout))
+		},
+	}
+}
+
+// streamConn enforces the upstream stream timeouts itself (see
+// newStreamClient); deadlines set by fasthttp are ignored, since the stream
+// client configures none.
+type streamConn struct {
+	net.Conn
+	first, idle time.Duration
+	gotByte     atomic.Bool
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	t := c.idle
+	if !c.gotByte.Load() {
+		t = c.first
+	}
+	if t > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(t))
+	} else {
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.gotByte.Store(true)
+	}
+	return n, err
+}
+
+func (c *streamConn) SetReadDeadline(time.Time) error { return nil }
+func (c *streamConn) SetDeadline(t time.Time) error   { return c.Conn.SetWriteDeadline(t) }
+
+// copyRequestHeaders copies the client's headers to the upstream request,
+// leaving out hop-by-hop headers, the headers named in Connection, the
+// client's Last-Event-ID (it is lastevent's id, not the upstream's), and adds
+// the X-Forwarded-* headers.
+func copyRequestHeaders(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {
+	src := &ctx.Request.Header
+	var connTokens []byte
+	if v := src.Peek("Connection"); len(v) > 0 {
+		connTokens = v
+	}
+	for k, v := range src.All() {
+		if isHop(k) || hasToken(connTokens, k) || string(k) == "Last-Event-Id" || string(k) == "Host" {
+			continue
+		}
+		dst.Header.AddBytesKV(k, v)
+	}
+	addForwarded(dst, ctx)
+}
+
+func addForwarded(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {
+	ip := ctx.RemoteIP().String()
+	if prior := ctx.Request.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
+		dst.Header.Set("X-Forwarded-For", string(prior)+", "+ip)
+	} else {
+		dst.Header.Set("X-Forwarded-For", ip)
+	}
+	proto := "http"
+	if ctx.IsTLS() {
+		proto = "https"
+	}
+	if prior := ctx.Request.Header.Peek("X-Forwarded-Proto"); len(prior) == 0 {
+		dst.Header.Set("X-Forwarded-Proto", proto)
+	}
+	if prior := ctx.Request.Header.Peek("X-Forwarded-Host"); len(prior) == 0 {
+		dst.Header.SetBytesV("X-Forwarded-Host", ctx.Host())
+	}
+}
+
+func isHop(k []byte) bool {
+	for _, h := range hopHeaders {
+		if string(k) == h {
+			return true
+		}
+	}
+	return false
+}
+
+// copyResponseHeaders copies an upstream response's headers to the client,
+// leaving out hop-by-hop headers.
+func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader) {
+	connTokens := src.Peek("Connection")
+	for k, v := range src.All() {
+		if isHop(k) || hasToken(connTokens, k) || string(k) == "Content-Length" {
+			continue
+		}
+		dst.AddBytesKV(k, v)
+	}
+}
+
+// hasToken reports whether the comma-separated list holds token, ignoring
+// case and spaces (for the Connection header).
+func hasToken(list, token []byte) bool {
+	for len(list) > 0 {
+		var item []byte
+		if i := bytes.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			item, list = list, nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(item), token) {
+			return true
+		}
+	}
+	return false
+}
