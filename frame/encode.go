@@ -72,16 +72,17 @@ func AppendEvent(dst, id []byte, f *Frame) []byte {
 	return append(dst, '\n')
 }
 
-// appendOneLine appends v without its CR and LF bytes.
+// appendOneLine appends v without its CR and LF bytes. Ids and event types
+// are short, where a byte loop beats bytes.IndexAny.
 func appendOneLine(dst, v []byte) []byte {
-	for {
-		i := bytes.IndexAny(v, "\r\n")
-		if i < 0 {
-			return append(dst, v...)
+	start := 0
+	for i, c := range v {
+		if c == '\r' || c == '\n' {
+			dst = append(dst, v[start:i]...)
+			start = i + 1
 		}
-		dst = append(dst, v[:i]...)
-		v = v[i+1:]
 	}
+	return append(dst, v[start:]...)
 }
 
 // AppendComment appends a comment block, ": <text>\n\n", which clients

@@ -61,11 +61,11 @@ type Parser struct {
 	rerr error  // error from the last Read, returned once buf is drained
 
 	st      state
-	bomN    int  // BOM bytes matched so far, in stBOM
-	lineLen int  // bytes of the current line so far, without its ending
-	discard bool // after ErrFrameTooLarge: skip lines up to the blank line ending the block
-	name    [8]byte
-	nameLen int // length of the whole name; only the first len(name) bytes are kept
+	bomN    int     // BOM bytes matched so far, in stBOM
+	lineLen int     // bytes of the current line so far, without its ending
+	discard bool    // after ErrFrameTooLarge: skip lines up to the blank line ending the block
+	name    [6]byte // one more than the longest known name, "event" or "retry"
+	nameLen int
 	field   field
 
 	// The block being read. id holds the last valid id; idTmp the id being
@@ -82,8 +82,10 @@ type Parser struct {
 }
 
 // NewParser returns a parser reading from r that bounds a frame to maxFrame
-// bytes; maxFrame <= 0 means 1 MiB. r may be nil if Reset is called before
-// Next.
+// bytes; maxFrame <= 0 means 1 MiB. A line longer than maxFrame bytes
+// (without its line ending), or a block whose data (with the LFs that join
+// its lines), event and id together exceed maxFrame, gives ErrFrameTooLarge.
+// r may be nil if Reset is called before Next.
 func NewParser(r io.Reader, maxFrame int) *Parser {
 	p := &Parser{maxFrame: maxFrame}
 	p.Reset(r)
@@ -106,10 +108,11 @@ func (p *Parser) Reset(r io.Reader) {
 }
 
 // Next returns the next block ended by a blank line that had at least one
-// data, event, id or retry field. Blocks with only comments or unknown fields
-// are skipped, and so are an id field holding a NUL and a retry field that is
-// not all ASCII digits, which the spec ignores. The returned Frame is owned
-// by p and valid until the next call to Next or Reset.
+// data, event, id or retry field; blocks with only comments or unknown fields
+// are skipped. An id field holding a NUL and a retry field that is not all
+// ASCII digits are ignored, as the spec says, and so count as unknown here.
+// The returned Frame is owned by p and valid until the next call to Next or
+// Reset.
 //
 // At the end of input Next returns io.EOF; a block cut by the end of input is
 // discarded, not returned. ErrFrameTooLarge is not fatal (see its doc). Any
@@ -170,7 +173,7 @@ func (p *Parser) scan() (*Frame, error) {
 			if p.bomN > 0 {
 				// Not a BOM after all: the bytes matched so far begin the
 				// first field name.
-				p.st, p.lineLen = stName, 0
+				p.st = stName
 				p.nameLen = copy(p.name[:], bom[:p.bomN])
 				if !p.grow(p.bomN) {
 					return p.tooLarge()
@@ -193,7 +196,6 @@ func (p *Parser) scan() (*Frame, error) {
 				}
 				continue
 			}
-			p.lineLen = 0
 			if p.discard || c == ':' {
 				// The colon of a comment stays unread so that stSkip counts
 				// it in the line length.
@@ -203,27 +205,33 @@ func (p *Parser) scan() (*Frame, error) {
 			p.st, p.nameLen = stName, 0
 
 		case stName:
-			e := p.eol()
-			end, colon := e, false
-			if k := bytes.IndexByte(p.buf[p.r:e], ':'); k >= 0 {
-				end, colon = p.r+k, true
+			// Names are short, so a byte loop beats searching for the end
+			// of the line; past the longest known name the field is
+			// unknown and the rest of the line is skipped, colon or not.
+			i := p.r
+			for i < p.w && p.nameLen+i-p.r < len(p.name) {
+				if c := p.buf[i]; c == ':' || c == '\n' || c == '\r' {
+					break
+				}
+				i++
 			}
-			n := end - p.r
+			n := i - p.r
 			if !p.grow(n) {
 				return p.tooLarge()
 			}
-			if p.nameLen < len(p.name) {
-				copy(p.name[p.nameLen:], p.buf[p.r:end])
+			p.nameLen += copy(p.name[p.nameLen:], p.buf[p.r:i])
+			p.r = i
+			if p.nameLen == len(p.name) {
+				p.st = stSkip
+				continue
 			}
-			p.nameLen += n
-			p.r = end
-			if end == p.w {
+			if i == p.w {
 				continue // the name goes on in the next read
 			}
-			c := p.buf[end]
+			c := p.buf[i]
 			p.r++
 			f := p.lookup()
-			if colon {
+			if c == ':' {
 				if !p.grow(1) || !p.startField(f) {
 					return p.tooLarge()
 				}
@@ -236,13 +244,12 @@ func (p *Parser) scan() (*Frame, error) {
 			// A field name without a colon has an empty value.
 			ok := p.startField(f)
 			p.endField()
-			p.endLine(c)
 			if !ok {
-				// The line is over: discarding starts at the next one.
-				f, err := p.tooLarge()
-				p.endLine(c)
-				return f, err
+				p.tooLarge()
+				p.endLine(c) // this line is over: discarding starts at the next
+				return nil, ErrFrameTooLarge
 			}
+			p.endLine(c)
 
 		case stValueStart:
 			if p.buf[p.r] == ' ' {
@@ -318,9 +325,6 @@ func (p *Parser) grow(n int) bool {
 }
 
 func (p *Parser) lookup() field {
-	if p.nameLen > len(p.name) {
-		return fieldNone
-	}
 	switch string(p.name[:p.nameLen]) {
 	case "data":
 		return fieldData
@@ -379,25 +383,24 @@ func (p *Parser) endField() {
 // appendValue adds v to the value of the current field. It reports false if
 // the block would grow beyond maxFrame.
 func (p *Parser) appendValue(v []byte) bool {
+	var dst *[]byte
 	switch p.field {
 	case fieldData:
-		if !p.fits(len(v)) {
-			return false
-		}
-		p.data = p.appendBounded(p.data, v)
+		dst = &p.data
 	case fieldEvent:
-		if !p.fits(len(v)) {
-			return false
-		}
-		p.event = p.appendBounded(p.event, v)
+		dst = &p.event
 	case fieldID:
-		if !p.fits(len(v)) {
-			return false
-		}
-		p.idTmp = p.appendBounded(p.idTmp, v)
+		dst = &p.idTmp
 	case fieldRetry:
 		p.parseRetry(v)
+		return true
+	default:
+		return true
 	}
+	if !p.fits(len(v)) {
+		return false
+	}
+	*dst = p.appendBounded(*dst, v)
 	return true
 }
 

@@ -142,6 +142,9 @@ var parserCases = []struct {
 		[]rec{d("01234").ev("012345").id("01234"), eof}},
 	{"event id data over the limit", "event: 012345\nid: 01234\ndata: 012345\n\ndata: ok\n\n", 16,
 		[]rec{tooLarge, d("ok"), eof}},
+	{"event over the limit", "data: 0123456789\nevent: 0123456\n\ndata: ok\n\n", 16, []rec{tooLarge, d("ok"), eof}},
+	{"id over the limit", "data: 0123456789\nid: 0123456\n\ndata: ok\n\n", 16, []rec{tooLarge, d("ok"), eof}},
+	{"NUL id over the limit", "data: 0123456789\nid: 012345\x00\n\ndata: ok\n\n", 16, []rec{tooLarge, d("ok"), eof}},
 	{"replaced event does not count", "event:0123456789\nevent: a\ndata: 0123456789\n\n", 16,
 		[]rec{d("0123456789").ev("a"), eof}},
 	{"replaced id does not count", "id: 0123456789\nid: a\ndata: 0123456789\n\n", 16,
@@ -398,5 +401,19 @@ func TestErrFrameTooLargeIs(t *testing.T) {
 	_, err := NewParser(strings.NewReader("data: 0123456789\n\n"), 4).Next()
 	if !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestParserCRAtBufferEnd puts a CRLF across the parser's own read buffer
+// boundary, which a reader returning as much as asked for reaches.
+func TestParserCRAtBufferEnd(t *testing.T) {
+	for _, shift := range []int{-2, -1, 0, 1} {
+		value := strings.Repeat("v", readBufSize-len("data: ")-1+shift)
+		in := "data: " + value + "\r\ndata: b\r\n\r\n"
+		got := parseAll(strings.NewReader(in), 0)
+		want := []rec{d(value + "\nb"), eof}
+		if !slices.Equal(got, want) {
+			t.Errorf("CR at %d: got %d results %.60v", len("data: ")+len(value), len(got), got)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/lastevent/lastevent/replay"
@@ -27,6 +28,7 @@ type client struct {
 	shutdown <-chan struct{}
 	first    []byte // written before the log: the preamble or a sync event
 	buf      []byte
+	detach   sync.Once
 }
 
 var _ fasthttp.BodyWriterTo = (*client)(nil)
@@ -36,8 +38,15 @@ func (c *client) SupportsBodyWriteTo() bool { return true }
 // Read is never used: SupportsBodyWriteTo makes fasthttp call WriteTo.
 func (c *client) Read([]byte) (int, error) { return 0, io.EOF }
 
+// Close detaches the client from its stream; fasthttp calls it when the
+// response is done, also when WriteTo never ran (the connection broke first).
+func (c *client) Close() error {
+	c.detach.Do(func() { c.s.removeSub(c) })
+	return nil
+}
+
 func (c *client) WriteTo(w io.Writer) (int64, error) {
-	defer c.s.removeSub(c)
+	defer c.Close()
 	m := &c.s.hub.metrics
 	cfg := c.s.hub.cfg
 	var total int64

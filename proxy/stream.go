@@ -114,6 +114,10 @@ func (s *stream) run() {
 			s.state.Store(stateLive)
 			s.markReady(nil)
 			err = s.read(p, resp)
+			if err == errStopped {
+				resp.CloseBodyStream()
+				return
+			}
 			s.upErrors.Add(1)
 			s.hub.log.Info().Err(err).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream stream ended; reconnecting")
 			retryable = true

@@ -57,7 +57,12 @@ func newPlainClient(cfg *Config) *fasthttp.Client {
 		ReadBufferSize:           cfg.MaxHeaderBytes,
 		DisablePathNormalizing:   true,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return fasthttp.DialTimeout(addr, min(timeout, cfg.UpstreamTimeout))
+			// fasthttp passes 0 for a request without a timeout of its own:
+			// min(0, ...) would make every dial time out at once.
+			if timeout <= 0 || timeout > cfg.UpstreamTimeout {
+				timeout = cfg.UpstreamTimeout
+			}
+			return fasthttp.DialTimeout(addr, timeout)
 		},
 	}
 }

@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 )
 
@@ -41,18 +42,30 @@ func BenchmarkRingAppend(b *testing.B) {
 }
 
 // BenchmarkRingReadResume is the resume lookup: read the one frame after a
-// cursor spread over the whole ring (the oldest frames included).
+// cursor. "spread" walks cursors over the whole ring, oldest frames included,
+// so at 100k and 1M frames each op misses the CPU caches (the slot header and
+// the frame buffer); "hot" repeats one cursor and shows the lookup itself.
 func BenchmarkRingReadResume(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("frames=%d", n), func(b *testing.B) {
-			r := fullRing(b, n)
+			benchReadResume(b, fullRing(b, n), n)
+		})
+	}
+}
+
+func benchReadResume(b *testing.B, r *Ring, n int) {
+	runtime.GC() // settle the heap of the fill
+	for _, pattern := range []string{"hot", "spread"} {
+		b.Run(pattern, func(b *testing.B) {
 			dst := make([]byte, 0, 4096)
-			var i uint64
+			i := uint64(n / 3)
 			b.SetBytes(100)
 			b.ReportAllocs()
 			for b.Loop() {
-				// A stride coprime to n walks every cursor in 0..n-1.
-				i = (i + 7919) % uint64(n)
+				if pattern == "spread" {
+					// A stride coprime to n walks every cursor in 0..n-1.
+					i = (i + 7919) % uint64(n)
+				}
 				out, last, err := r.Read(i, dst[:0], 1)
 				if err != nil || last != i+1 || len(out) != 100 {
 					b.Fatalf("Read(%d) = %d bytes, %d, %v", i, len(out), last, err)
