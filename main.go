@@ -80,7 +80,8 @@ func run(args, environ []string, stdout, stderr io.Writer, stop <-chan os.Signal
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln, adminLn) }()
 	log.Info().Str("listen", ln.Addr().String()).Str("admin", adminLn.Addr().String()).
-		Str("upstream", cfg.Upstream.Redacted()).Str("mode", cfg.Mode.String()).Str("version", version).Msg("lastevent started")
+		Str("upstream", cfg.Upstream.Redacted()).Str("mode", cfg.Mode.String()).Str("version", version).
+		Object("config", &cfg).Msg("lastevent started")
 	select {
 	case err := <-errc:
 		log.Error().Err(err).Msg("server stopped")

@@ -122,11 +122,11 @@ func (h *Hub) state() State {
 	t.Connections = h.metrics.clients.Load()
 	t.BufferedBytes = h.budget.Used()
 	t.MaxMemory = h.budget.Max()
-	t.FramesIn = h.metrics.framesIn.Load()
-	t.Resumes = h.metrics.resumes.Load()
-	t.SyncRequired = h.metrics.syncRequired.Load()
-	t.SystemSync = h.metrics.systemSync.Load()
-	t.StreamsOpened = h.metrics.streamsOpened.Load()
-	t.ClientsDropped = h.metrics.clientsDroppedSlow.Load()
+	t.FramesIn = h.metrics.framesIn.Get()
+	t.Resumes = h.metrics.resumes.Get()
+	t.SyncRequired = h.metrics.syncRequiredTotal()
+	t.SystemSync = h.metrics.systemSync.Get()
+	t.StreamsOpened = h.metrics.streamsOpened.Get()
+	t.ClientsDropped = h.metrics.clientsDroppedSlow.Get()
 	return st
 }

@@ -29,6 +29,10 @@ type client struct {
 	first    []byte // written before the log: the preamble or a sync event
 	buf      []byte
 	detach   sync.Once
+
+	start       string    // how it started, for the log: live, resume, sync reason
+	attached    time.Time // when it attached
+	replayUntil uint64    // a resume is caught up at this sequence (0: not a resume)
 }
 
 var _ fasthttp.BodyWriterTo = (*client)(nil)
@@ -45,29 +49,51 @@ func (c *client) Close() error {
 	return nil
 }
 
+// Outcomes of a client response, for its log line.
+const (
+	outcomeGone      = "client-gone"  // the write failed: closed or reset
+	outcomeSlow      = "client-slow"  // a write timed out: not reading, or dead
+	outcomeEnded     = "stream-ended" // the stream closed (upstream refused a reconnect)
+	outcomeShutdown  = "shutdown"
+	outcomeLogClosed = "log-closed"
+)
+
 func (c *client) WriteTo(w io.Writer) (int64, error) {
 	defer c.Close()
-	m := &c.s.hub.metrics
+	started := time.Now()
+	sent := uint64(0)
+	outcome, err := c.loop(w, &sent)
+	ev := c.s.hub.log.Info()
+	if outcome == outcomeSlow {
+		ev = c.s.hub.log.Warn()
+	}
+	ev.Str("stream", genText(c.s.gen)).Str("path", c.s.pathOnly()).Dur("duration", time.Since(started)).
+		Uint64("frames", sent).Str("start", c.start).Str("outcome", outcome).Msg("client done")
+	return 0, err
+}
+
+// loop writes the client's frames until the client, the stream or the
+// server ends. sent counts frames written.
+func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
+	m := c.s.hub.metrics
 	cfg := c.s.hub.cfg
-	var total int64
-	write := func(b []byte) error {
+	write := func(b []byte) (string, error) {
 		if c.conn != nil {
 			_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
 		}
-		n, err := w.Write(b)
-		total += int64(n)
-		if err != nil {
+		if _, err := w.Write(b); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				m.clientsDroppedSlow.Add(1)
-			} else {
-				m.clientsGone.Add(1)
+				m.clientsDroppedSlow.Inc()
+				return outcomeSlow, err
 			}
+			m.clientsGone.Inc()
+			return outcomeGone, err
 		}
-		return err
+		return "", nil
 	}
-	if err := write(c.first); err != nil {
-		return total, err
+	if o, err := write(c.first); err != nil {
+		return o, err
 	}
 	c.first = nil
 	hb := time.NewTimer(cfg.Heartbeat)
@@ -77,23 +103,36 @@ func (c *client) WriteTo(w io.Writer) (int64, error) {
 		var err error
 		c.buf, last, err = c.s.log.Read(c.cursor, c.buf[:0], maxBatch)
 		if errors.Is(err, replay.ErrEvicted) {
+			select {
+			case <-c.s.done:
+				// A closed log reads as evicted: the stream is over.
+				m.clientsEnded.Inc()
+				return outcomeLogClosed, nil
+			default:
+			}
 			// Fell off the tail of the log: say so at this exact point and
 			// go on from the head.
 			head := c.s.head()
-			m.syncRequired.Add(1)
+			m.syncRequired(ReasonSlowClient)
 			c.buf = appendSyncRequired(c.buf[:0], head, ReasonSlowClient, false)
-			last = head.Seq
-			err = nil
+			last, err = head.Seq, nil
 		}
 		if err != nil {
-			return total, nil // the log was closed: the stream has ended
+			m.clientsEnded.Inc()
+			return outcomeLogClosed, nil
 		}
 		if len(c.buf) > 0 {
-			if err := write(c.buf); err != nil {
-				return total, err
+			if o, err := write(c.buf); err != nil {
+				return o, err
 			}
-			m.framesOut.Add(1)
+			n := last - c.cursor
+			*sent += n
+			m.framesOut.Add(int(n))
 			c.cursor = last
+			if c.replayUntil > 0 && last >= c.replayUntil {
+				m.replaySeconds.UpdateDuration(c.attached)
+				c.replayUntil = 0
+			}
 			if cap(c.buf) > 4*maxBatch {
 				c.buf = nil
 			}
@@ -103,24 +142,26 @@ func (c *client) WriteTo(w io.Writer) (int64, error) {
 		select {
 		case <-c.wake:
 		case <-hb.C:
-			if err := write(heartbeat); err != nil {
-				return total, err
+			if o, err := write(heartbeat); err != nil {
+				return o, err
 			}
-			m.heartbeats.Add(1)
+			m.heartbeats.Inc()
 			hb.Reset(cfg.Heartbeat)
 		case <-c.s.done:
 			// Deliver what the log still holds, then end the response so
 			// the client reconnects.
 			c.buf, last, _ = c.s.log.Read(c.cursor, c.buf[:0], maxBatch)
 			if len(c.buf) == 0 {
-				return total, nil
+				m.clientsEnded.Inc()
+				return outcomeEnded, nil
 			}
-			if err := write(c.buf); err != nil {
-				return total, err
+			if o, err := write(c.buf); err != nil {
+				return o, err
 			}
+			*sent += last - c.cursor
 			c.cursor = last
 		case <-c.shutdown:
-			return total, nil
+			return outcomeShutdown, nil
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/rs/zerolog"
 )
 
 // EnvPrefix is the prefix of every environment variable lastevent reads.
@@ -120,6 +121,14 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	if err := env.ParseWithOptions(&raw, env.Options{Prefix: EnvPrefix, Environment: m}); err != nil {
 		return Config{}, nil, err
 	}
+	// caarlos0/env replaces a variable that is set but empty by its
+	// default; for these two, empty means "none" (it disables the feature).
+	if v, ok := m[EnvPrefix+"STREAM_KEY_HEADERS"]; ok && strings.TrimSpace(v) == "" {
+		raw.StreamKeyHeaders = ""
+	}
+	if v, ok := m[EnvPrefix+"LAST_EVENT_ID_PARAM"]; ok && strings.TrimSpace(v) == "" {
+		raw.LastEventIDParam = ""
+	}
 	known := make(map[string]bool)
 	for _, name := range VariableNames() {
 		known[name] = true
@@ -191,6 +200,7 @@ func (r RawConfig) Parse() (Config, error) {
 			bad(name, v, err.Error())
 		} else if n < lo || n > hi {
 			bad(name, v, fmt.Sprintf("must be from %s to %s", FormatByteSize(lo), FormatByteSize(hi)))
+			return 0 // reported once: the cross checks below skip a 0
 		}
 		return n
 	}
@@ -240,8 +250,10 @@ func (r RawConfig) Parse() (Config, error) {
 	c.Linger = durPos("LINGER", r.Linger, true)
 	c.Heartbeat = durPos("HEARTBEAT", r.Heartbeat, false)
 	c.Retry = durPos("RETRY", r.Retry, false)
-	if c.Retry > MaxRetry {
-		bad("RETRY", r.Retry, "must be at most "+MaxRetry.String())
+	if c.Retry > MaxRetry || (c.Retry > 0 && c.Retry < MinRetry) {
+		// The same bounds as an upstream's retry: a tiny one makes every
+		// client hammer the proxy.
+		bad("RETRY", r.Retry, "must be from "+MinRetry.String()+" to "+MaxRetry.String())
 	}
 	for _, h := range strings.Split(r.StreamKeyHeaders, ",") {
 		h = strings.TrimSpace(h)
@@ -358,4 +370,18 @@ func FormatByteSize(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// MarshalZerologObject logs the configuration at start-up. The upstream URL
+// is logged without user info; header values are never part of it.
+func (c *Config) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("upstream_url", c.Upstream.Redacted()).Str("mode", c.Mode.String()).
+		Int("buffer_frames", c.BufferFrames).Str("max_memory", FormatByteSize(c.MaxMemory)).
+		Dur("linger", c.Linger).Dur("heartbeat", c.Heartbeat).Dur("retry", c.Retry).
+		Strs("stream_key_headers", c.StreamKeyHeaders).Str("last_event_id_param", c.LastEventIDParam).
+		Int("max_frame_bytes", c.MaxFrameBytes).Int("max_connections", c.MaxConnections).
+		Dur("write_timeout", c.WriteTimeout).Dur("client_dead_timeout", c.ClientDeadTimeout).
+		Dur("upstream_timeout", c.UpstreamTimeout).Dur("upstream_idle_timeout", c.UpstreamIdleTimeout).
+		Bool("upstream_resumes", c.UpstreamResumes).Bool("upstream_pass_5xx", c.UpstreamPass5xx).
+		Dur("shutdown_grace", c.ShutdownGrace)
 }

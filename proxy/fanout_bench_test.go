@@ -15,6 +15,7 @@ import (
 func newBenchStream(subs int) (*stream, []*client) {
 	cfg := &Config{BufferFrames: 1000, MaxMemory: 256 << 20}
 	h := &Hub{cfg: cfg, log: zerolog.Nop(), gens: replay.NewGenerator(), budget: replay.NewBudget(cfg.MaxMemory)}
+	h.metrics = newMetrics(h)
 	s := &stream{hub: h, gen: h.gens.Next(), log: replay.NewRing(cfg.BufferFrames, h.budget)}
 	clients := make([]*client, subs)
 	for i := range clients {

@@ -3,7 +3,7 @@ package proxy
 import (
 	"bytes"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/lastevent/lastevent/replay"
 	"github.com/rs/zerolog"
@@ -19,7 +19,7 @@ type Hub struct {
 	gens         *replay.Generator
 	budget       *replay.Budget
 	streamClient *fasthttp.Client
-	metrics      metrics
+	metrics      *metrics
 
 	mu    sync.Mutex
 	byGen map[replay.Gen]*stream
@@ -27,24 +27,9 @@ type Hub struct {
 	wg    sync.WaitGroup
 }
 
-type metrics struct {
-	clients            atomic.Int64
-	framesIn           atomic.Uint64
-	framesOut          atomic.Uint64
-	framesTooLarge     atomic.Uint64
-	heartbeats         atomic.Uint64
-	resumes            atomic.Uint64
-	syncRequired       atomic.Uint64
-	systemSync         atomic.Uint64
-	syncMarkers        atomic.Uint64
-	clientsDroppedSlow atomic.Uint64
-	clientsGone        atomic.Uint64
-	streamsOpened      atomic.Uint64
-}
-
 // NewHub returns a hub for cfg.
 func NewHub(cfg *Config, log zerolog.Logger) *Hub {
-	return &Hub{
+	h := &Hub{
 		cfg:          cfg,
 		log:          log,
 		gens:         replay.NewGenerator(),
@@ -53,6 +38,15 @@ func NewHub(cfg *Config, log zerolog.Logger) *Hub {
 		byGen:        make(map[replay.Gen]*stream),
 		byKey:        make(map[string]*stream),
 	}
+	h.metrics = newMetrics(h)
+	return h
+}
+
+// streamCount is the number of open streams.
+func (h *Hub) streamCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byGen)
 }
 
 // request is what the hub needs to know of a client request.
@@ -93,7 +87,7 @@ func (h *Hub) open(r *request, key string) *stream {
 	if key != "" {
 		h.byKey[key] = s
 	}
-	h.metrics.streamsOpened.Add(1)
+	h.metrics.streamsOpened.Inc()
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -195,6 +189,7 @@ func (h *Hub) attach(r *request) attachment {
 			wake:     make(chan struct{}, 1),
 			conn:     r.ctx.Conn(),
 			shutdown: r.ctx.Done(),
+			attached: time.Now(),
 		}
 		if !s.addSub(c) {
 			if tries < 3 {
@@ -209,11 +204,13 @@ func (h *Hub) attach(r *request) attachment {
 		}
 		switch {
 		case d.system:
-			h.metrics.systemSync.Add(1)
+			h.metrics.systemSync.Inc()
+			c.start = "system-sync"
 			c.cursor = head.Seq
 			c.first = appendSystemSync(nil, head, h.cfg.SystemSyncData)
 		case d.sync != "":
-			h.metrics.syncRequired.Add(1)
+			h.metrics.syncRequired(d.sync)
+			c.start = d.sync
 			c.cursor = head.Seq
 			c.first = appendSyncRequired(nil, head, d.sync, true)
 		case d.resum:
@@ -225,15 +222,22 @@ func (h *Hub) attach(r *request) attachment {
 				reason = ReasonEvicted
 			}
 			if reason != "" {
-				h.metrics.syncRequired.Add(1)
+				h.metrics.syncRequired(reason)
+				c.start = reason
 				c.cursor = newest
 				c.first = appendSyncRequired(nil, s.id(newest), reason, true)
 			} else {
-				h.metrics.resumes.Add(1)
+				h.metrics.resumes.Inc()
+				c.start = "resume"
 				c.cursor = d.resume
+				c.replayUntil = newest
 				c.first = appendPreamble(nil, retryMs)
 			}
 		default:
+			c.start = "live"
+			if d.opener {
+				c.start = "new"
+			}
 			c.cursor = head.Seq
 			c.first = appendPreamble(nil, retryMs)
 		}

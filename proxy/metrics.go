@@ -1,42 +1,88 @@
 package proxy
 
 import (
-	"strconv"
+	"bytes"
+	"runtime"
+	"sync/atomic"
 
+	vm "github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 )
 
-// serveMetrics writes the counters in the Prometheus text format.
+// metrics are the hub's counters. Every update on a hot path is one atomic
+// add (VictoriaMetrics/metrics counters), never a lock. Each hub has its own
+// Set, so several servers in one process (tests, the demo) do not mix.
+type metrics struct {
+	set *vm.Set
+
+	clients atomic.Int64 // open client SSE responses
+
+	framesIn, framesOut, framesTooLarge, heartbeats      *vm.Counter
+	resumes, systemSync, syncMarkers, streamsOpened      *vm.Counter
+	upstreamConnects, upstreamReconnects, upstreamErrors *vm.Counter
+	clientsDroppedSlow, clientsGone, clientsEnded        *vm.Counter
+	syncByReason                                         map[string]*vm.Counter // read-only after newMetrics
+	replaySeconds                                        *vm.PrometheusHistogram
+}
+
+var syncReasons = []string{
+	ReasonMalformed, ReasonEvicted, ReasonUnknown, ReasonOtherStream, ReasonKeyMismatch, ReasonSlowClient,
+}
+
+func newMetrics(h *Hub) *metrics {
+	s := vm.NewSet()
+	m := &metrics{
+		set:                s,
+		framesIn:           s.NewCounter("lastevent_frames_in_total"),
+		framesOut:          s.NewCounter("lastevent_frames_out_total"),
+		framesTooLarge:     s.NewCounter("lastevent_frames_too_large_total"),
+		heartbeats:         s.NewCounter("lastevent_heartbeats_total"),
+		resumes:            s.NewCounter(`lastevent_resumes_total{outcome="hit"}`),
+		systemSync:         s.NewCounter("lastevent_system_sync_total"),
+		syncMarkers:        s.NewCounter("lastevent_sync_markers_total"),
+		streamsOpened:      s.NewCounter("lastevent_streams_opened_total"),
+		upstreamConnects:   s.NewCounter("lastevent_upstream_connects_total"),
+		upstreamReconnects: s.NewCounter("lastevent_upstream_reconnects_total"),
+		upstreamErrors:     s.NewCounter("lastevent_upstream_errors_total"),
+		clientsDroppedSlow: s.NewCounter(`lastevent_clients_closed_total{reason="slow"}`),
+		clientsGone:        s.NewCounter(`lastevent_clients_closed_total{reason="gone"}`),
+		clientsEnded:       s.NewCounter(`lastevent_clients_closed_total{reason="stream_end"}`),
+		syncByReason:       make(map[string]*vm.Counter),
+		replaySeconds:      s.NewPrometheusHistogram("lastevent_replay_seconds"),
+	}
+	for _, r := range syncReasons {
+		m.syncByReason[r] = s.NewCounter(`lastevent_resumes_total{outcome="sync_required",reason="` + r + `"}`)
+	}
+	s.NewGauge("lastevent_connections", func() float64 { return float64(m.clients.Load()) })
+	s.NewGauge("lastevent_streams", func() float64 { return float64(h.streamCount()) })
+	s.NewGauge("lastevent_buffered_bytes", func() float64 { return float64(h.budget.Used()) })
+	s.NewGauge("lastevent_max_memory_bytes", func() float64 { return float64(h.budget.Max()) })
+	s.NewGauge("lastevent_goroutines", func() float64 { return float64(runtime.NumGoroutine()) })
+	return m
+}
+
+// syncRequired counts a sync-required sent to a client for reason.
+func (m *metrics) syncRequired(reason string) {
+	if c := m.syncByReason[reason]; c != nil {
+		c.Inc()
+	}
+}
+
+// syncRequiredTotal sums the sync-required counters.
+func (m *metrics) syncRequiredTotal() uint64 {
+	var n uint64
+	for _, c := range m.syncByReason {
+		n += c.Get()
+	}
+	return n
+}
+
+// serveMetrics writes the metrics in the Prometheus text format, with the
+// process and Go runtime metrics.
 func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
-	m := &s.hub.metrics
+	var b bytes.Buffer
+	s.hub.metrics.set.WritePrometheus(&b)
+	vm.WriteProcessMetrics(&b)
 	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
-	var b []byte
-	gauge := func(name, help string, v int64) {
-		b = append(b, "# HELP "+name+" "+help+"\n# TYPE "+name+" gauge\n"+name+" "...)
-		b = strconv.AppendInt(b, v, 10)
-		b = append(b, '\n')
-	}
-	counter := func(name, help string, v uint64) {
-		b = append(b, "# HELP "+name+" "+help+"\n# TYPE "+name+" counter\n"+name+" "...)
-		b = strconv.AppendUint(b, v, 10)
-		b = append(b, '\n')
-	}
-	s.hub.mu.Lock()
-	streams := len(s.hub.byGen)
-	s.hub.mu.Unlock()
-	gauge("lastevent_connections", "Client SSE connections open.", m.clients.Load())
-	gauge("lastevent_streams", "Upstream streams open (live, reconnecting or lingering).", int64(streams))
-	gauge("lastevent_buffered_bytes", "Bytes of frames buffered for replay, all streams.", s.hub.budget.Used())
-	counter("lastevent_frames_in_total", "Frames read from upstreams (and sync markers).", m.framesIn.Load())
-	counter("lastevent_writes_out_total", "Writes of whole frames to clients.", m.framesOut.Load())
-	counter("lastevent_resumes_total", "Resumes served from the buffer.", m.resumes.Load())
-	counter("lastevent_sync_required_total", "sync-required events sent to clients at connect or when they fell behind.", m.syncRequired.Load())
-	counter("lastevent_system_sync_total", "system-sync events sent.", m.systemSync.Load())
-	counter("lastevent_sync_markers_total", "sync-required markers put into stream logs (upstream reconnects, oversized frames).", m.syncMarkers.Load())
-	counter("lastevent_frames_too_large_total", "Upstream frames dropped for exceeding LASTEVENT_MAX_FRAME_BYTES.", m.framesTooLarge.Load())
-	counter("lastevent_heartbeats_total", "Heartbeat comments sent.", m.heartbeats.Load())
-	counter("lastevent_clients_dropped_slow_total", "Clients dropped because a write timed out.", m.clientsDroppedSlow.Load())
-	counter("lastevent_clients_gone_total", "Client connections that failed on write (closed or reset).", m.clientsGone.Load())
-	counter("lastevent_streams_opened_total", "Streams opened.", m.streamsOpened.Load())
-	ctx.SetBody(b)
+	ctx.SetBody(b.Bytes())
 }

@@ -95,21 +95,24 @@ func (s *stream) run() {
 			s.req.Header.SetBytesV("Last-Event-ID", s.upLastID)
 		}
 		s.connects.Add(1)
+		s.hub.metrics.upstreamConnects.Inc()
 		err := s.hub.streamClient.Do(s.req, resp)
 		var retryable bool
 		switch {
 		case err != nil:
 			retryable = true
-			s.upErrors.Add(1)
+			s.upError()
 			s.hub.log.Warn().Err(err).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream connect failed")
 		case isEventStream(resp):
 			if connected {
 				s.reconnects.Add(1)
+				s.hub.metrics.upstreamReconnects.Inc()
 				if !cfg.UpstreamResumes {
 					s.appendMarker(ReasonUpstreamReconnect)
 				}
 			}
 			connected = true
+			s.hub.log.Info().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Bool("resumed_with_id", len(s.upLastID) > 0).Msg("upstream connected")
 			backoff = cfg.UpstreamBackoffMin
 			s.state.Store(stateLive)
 			s.markReady(nil)
@@ -118,12 +121,12 @@ func (s *stream) run() {
 				resp.CloseBodyStream()
 				return
 			}
-			s.upErrors.Add(1)
+			s.upError()
 			s.hub.log.Info().Err(err).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream stream ended; reconnecting")
 			retryable = true
 		case resp.StatusCode() >= 500 && !cfg.UpstreamPass5xx:
 			retryable = true
-			s.upErrors.Add(1)
+			s.upError()
 			s.hub.log.Warn().Int("status", resp.StatusCode()).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream answered 5xx; retrying")
 		}
 		if !retryable {
@@ -180,7 +183,7 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 	for {
 		f, err := p.Next()
 		if err == frame.ErrFrameTooLarge {
-			s.hub.metrics.framesTooLarge.Add(1)
+			s.hub.metrics.framesTooLarge.Inc()
 			s.appendMarker(ReasonFrameTooLarge)
 			continue
 		}
@@ -218,7 +221,7 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 func (s *stream) appendMarker(reason string) {
 	seq := s.seq.Load() + 1
 	s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), reason, false)
-	s.hub.metrics.syncMarkers.Add(1)
+	s.hub.metrics.syncMarkers.Inc()
 	s.publish(seq)
 }
 
@@ -228,7 +231,7 @@ func (s *stream) publish(seq uint64) {
 		return
 	}
 	s.seq.Store(seq)
-	s.hub.metrics.framesIn.Add(1)
+	s.hub.metrics.framesIn.Inc()
 	if cap(s.scratch) > 64<<10 && len(s.scratch) < cap(s.scratch)/4 {
 		s.scratch = nil // do not keep a giant frame's buffer
 	}
@@ -368,4 +371,9 @@ func capture(resp *fasthttp.Response, limit int) *passedResponse {
 	}
 	pr.header.SetStatusCode(pr.status)
 	return pr
+}
+
+func (s *stream) upError() {
+	s.upErrors.Add(1)
+	s.hub.metrics.upstreamErrors.Inc()
 }

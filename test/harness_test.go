@@ -85,6 +85,13 @@ func startProxy(t testing.TB, upstreamURL string, env ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Registered before waiting, so a process that fails to start is ended too.
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("lastevent logs:\n%s", p.Logs())
+		}
+	})
 	started := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -119,12 +126,6 @@ func startProxy(t testing.TB, upstreamURL string, env ...string) *proc {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("lastevent did not start\n%s", p.Logs())
 	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("lastevent logs:\n%s", p.Logs())
-		}
-	})
 	return p
 }
 
