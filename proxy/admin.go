@@ -3,9 +3,11 @@ package proxy
 import (
 	"encoding/json"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/pprofhandler"
 )
 
 func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
@@ -42,6 +44,10 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 	case "/metrics":
 		s.serveMetrics(ctx)
 	default:
+		if s.cfg.Pprof && strings.HasPrefix(string(ctx.Path()), "/debug/pprof/") {
+			pprofhandler.PprofHandler(ctx)
+			return
+		}
 		ctx.Error("not found\n", fasthttp.StatusNotFound)
 	}
 }

@@ -52,6 +52,7 @@ type RawConfig struct {
 	UpstreamMaxConnections string `env:"UPSTREAM_MAX_CONNECTIONS" envDefault:"0"`
 	SystemSyncData         string `env:"SYSTEM_SYNC_DATA" envDefault:"{}"`
 	ShutdownGrace          string `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+	Pprof                  string `env:"PPROF" envDefault:"false"`
 }
 
 // Mode says how a request finds its stream.
@@ -105,6 +106,7 @@ type Config struct {
 	UpstreamMaxConnections int    // upstream connections; 0 means MaxConnections + 64
 	SystemSyncData         string // data of system-sync events, one line of JSON
 	ShutdownGrace          time.Duration
+	Pprof                  bool // serve /debug/pprof/ on the admin address
 }
 
 // LoadConfig reads the configuration from environ (KEY=VALUE pairs, as
@@ -310,6 +312,7 @@ func (r RawConfig) Parse() (Config, error) {
 		bad("SYSTEM_SYNC_DATA", r.SystemSyncData, "must be one non-empty line (JSON such as {})")
 	}
 	c.ShutdownGrace = durPos("SHUTDOWN_GRACE", r.ShutdownGrace, false)
+	c.Pprof = boolean("PPROF", r.Pprof)
 	return c, errors.Join(errs...)
 }
 

@@ -60,6 +60,8 @@ type stream struct {
 	// Owned by run.
 	upLastID     []byte // the upstream's own last event id, sent back on reconnect
 	pendingRetry int64
+	markerAt     uint64 // sequence of the newest marker
+	markerReason string
 	scratch      []byte
 	idText       []byte
 }
@@ -93,6 +95,8 @@ func (s *stream) run() {
 		}
 		if len(s.upLastID) > 0 {
 			s.req.Header.SetBytesV("Last-Event-ID", s.upLastID)
+		} else {
+			s.req.Header.Del("Last-Event-ID") // an empty id: field resets it
 		}
 		s.connects.Add(1)
 		s.hub.metrics.upstreamConnects.Inc()
@@ -113,10 +117,16 @@ func (s *stream) run() {
 			}
 			connected = true
 			s.hub.log.Info().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Bool("resumed_with_id", len(s.upLastID) > 0).Msg("upstream connected")
-			backoff = cfg.UpstreamBackoffMin
 			s.state.Store(stateLive)
 			s.markReady(nil)
+			before := s.seq.Load()
 			err = s.read(p, resp)
+			if s.seq.Load() > before {
+				// Only a connection that carried frames resets the backoff,
+				// so an upstream that accepts and drops at once is not
+				// hammered.
+				backoff = cfg.UpstreamBackoffMin
+			}
 			if err == errStopped {
 				resp.CloseBodyStream()
 				return
@@ -219,7 +229,11 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 // appendMarker puts a sync-required frame into the log: every client that
 // reads past this point learns that frames may have been lost here.
 func (s *stream) appendMarker(reason string) {
+	if s.markerAt != 0 && s.markerAt == s.seq.Load() && s.markerReason == reason {
+		return // nothing arrived since the same marker: one tells it all
+	}
 	seq := s.seq.Load() + 1
+	s.markerAt, s.markerReason = seq, reason
 	s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), reason, false)
 	s.hub.metrics.syncMarkers.Inc()
 	s.publish(seq)
