@@ -5,7 +5,9 @@
 package upstream
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -24,10 +26,12 @@ type Server struct {
 	feeds    map[string]*Feed
 	statuses map[string][]Status
 	requests []*http.Request
+	times    []time.Time   // when each of requests arrived
 	tick     atomic.Uint64 // broadcast sequence
 	bcast    *Feed
 	stop     chan struct{}
 	wg       sync.WaitGroup
+	demo     demoHooks
 }
 
 // Status is a canned answer for the next request on a path.
@@ -42,6 +46,8 @@ type Status struct {
 //	/events?interval=1s&count=0&event=   a per-connection counter: data {"n":1,...}
 //	/broadcast?interval=1s                  one counter shared by every connection
 //	/feed/...                               bytes pushed by the test through Feed(path)
+//	/echo/...                               a JSON description of the request (see Echo)
+//	/, /lastevent.js, POST /demo/<name>     the demo page, its helper and hooks (see HandleDemo)
 //	anything else                           404, or a canned Status
 func Start(addr string) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -60,6 +66,8 @@ func Start(addr string) (*Server, error) {
 	mux.HandleFunc("/events", s.counter)
 	mux.HandleFunc("/feed/", s.feed)
 	mux.HandleFunc("/broadcast", s.feed)
+	mux.HandleFunc("/echo/", s.echo)
+	s.registerDemo(mux) // GET / (the demo page), GET /lastevent.js, POST /demo/<name>
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if s.canned(w, r) {
 			return
@@ -91,8 +99,14 @@ func (s *Server) StartBroadcast(interval time.Duration) {
 	}()
 }
 
-// Close stops the server and ends every connection.
+// Close stops the server and ends every connection. It may be called more
+// than once.
 func (s *Server) Close() {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
 	close(s.stop)
 	s.mu.Lock()
 	for _, f := range s.feeds {
@@ -120,10 +134,65 @@ func (s *Server) QueueStatus(path string, st ...Status) {
 	s.statuses[path] = append(s.statuses[path], st...)
 }
 
+// ClearStatus drops the canned answers still queued for path.
+func (s *Server) ClearStatus(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.statuses, path)
+}
+
+// RequestTimes returns when each request on path (as recorded by Requests)
+// arrived, oldest first.
+func (s *Server) RequestTimes(path string) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []time.Time
+	for i, r := range s.requests {
+		if r.URL.Path == path {
+			out = append(out, s.times[i])
+		}
+	}
+	return out
+}
+
 func (s *Server) record(r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = append(s.requests, r.Clone(r.Context()))
+	s.times = append(s.times, time.Now())
+}
+
+// Echo is the JSON body /echo/ answers with: the request as the upstream saw
+// it. The status is 200 unless the query holds status=<code>; the response
+// also carries the header X-Echo: yes.
+type Echo struct {
+	Method string              `json:"method"`
+	Path   string              `json:"path"`
+	Query  string              `json:"query"`
+	Host   string              `json:"host"`
+	Header map[string][]string `json:"header"`
+	Body   string              `json:"body"`
+}
+
+func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
+	s.record(r)
+	if s.canned(w, r) {
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	code := http.StatusOK
+	if c, err := strconv.Atoi(r.URL.Query().Get("status")); err == nil && c >= 200 && c <= 599 {
+		code = c
+	}
+	b, _ := json.Marshal(Echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Header: r.Header, Body: string(body)})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Echo", "yes")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
 }
 
 func (s *Server) canned(w http.ResponseWriter, r *http.Request) bool {
@@ -184,18 +253,20 @@ func (s *Server) counter(w http.ResponseWriter, r *http.Request) {
 
 // Feed is a path under /feed/ (or /broadcast) whose bytes the test pushes.
 type Feed struct {
-	s     *Server
-	path  string
-	mu    sync.Mutex
-	conns map[*feedConn]struct{}
-	total atomic.Int64
-	onCon chan struct{}
+	s       *Server
+	path    string
+	mu      sync.Mutex
+	conns   map[*feedConn]struct{}
+	total   atomic.Int64
+	dropped atomic.Int64
+	onCon   chan struct{}
 }
 
 type feedConn struct {
 	ch   chan string
 	kill chan struct{}
 	once sync.Once
+	req  *http.Request // the request that opened the connection (headers, URL)
 }
 
 // Feed returns the feed for path, creating it.
@@ -217,10 +288,9 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
 	}
 	f := s.Feed(r.URL.Path)
 	fl := w.(http.Flusher)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(200)
-	fl.Flush()
-	c := &feedConn{ch: make(chan string, 4096), kill: make(chan struct{})}
+	// Register before answering: once the proxy has the 200 (and its client
+	// has its response), a Send must reach this connection.
+	c := &feedConn{ch: make(chan string, 4096), kill: make(chan struct{}), req: r.Clone(r.Context())}
 	f.mu.Lock()
 	f.conns[c] = struct{}{}
 	f.mu.Unlock()
@@ -234,6 +304,9 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
 		delete(f.conns, c)
 		f.mu.Unlock()
 	}()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(200)
+	fl.Flush()
 	for {
 		select {
 		case <-r.Context().Done():
@@ -252,14 +325,41 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
 
 // Send writes b to every connection on the feed.
 func (f *Feed) Send(b string) {
+	f.SendEach(func(*http.Request) string { return b })
+}
+
+// SendEach writes to every connection on the feed the bytes that gen returns
+// for the request that opened it (its headers and URL), so that each
+// upstream connection can carry data of its own; "" sends nothing.
+func (f *Feed) SendEach(gen func(r *http.Request) string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for c := range f.conns {
+		b := gen(c.req)
+		if b == "" {
+			continue
+		}
 		select {
 		case c.ch <- b:
 		default: // a stuck reader; tests keep well below the buffer
+			f.dropped.Add(1)
 		}
 	}
+}
+
+// Dropped is the number of sends lost because a connection's buffer was
+// full; a test that relies on every send arriving checks it is 0.
+func (f *Feed) Dropped() int64 { return f.dropped.Load() }
+
+// ConnRequests returns the requests that opened the connections now open.
+func (f *Feed) ConnRequests() []*http.Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*http.Request
+	for c := range f.conns {
+		out = append(out, c.req)
+	}
+	return out
 }
 
 // Conns is the number of open connections on the feed.
