@@ -34,7 +34,7 @@ func NewServer(cfg *Config, log zerolog.Logger, version string) *Server {
 	s.client = &fasthttp.Server{
 		Name:                          "lastevent",
 		Handler:                       h.Serve,
-		Concurrency:                   cfg.MaxConnections,
+		Concurrency:                   cfg.MaxConnections + 1, // the listener enforces the limit with a clearer 503
 		ReadBufferSize:                cfg.MaxHeaderBytes,
 		MaxRequestBodySize:            cfg.MaxBodyBytes,
 		ReadTimeout:                   60 * time.Second,
@@ -64,7 +64,7 @@ func NewServer(cfg *Config, log zerolog.Logger, version string) *Server {
 func (s *Server) Serve(ln, adminLn net.Listener) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.admin.Serve(adminLn) }()
-	go func() { errc <- s.client.Serve(WrapListener(ln, s.cfg.ClientDeadTimeout)) }()
+	go func() { errc <- s.client.Serve(WrapListener(ln, s.cfg.MaxConnections, s.cfg.ClientDeadTimeout)) }()
 	s.ready.Store(true)
 	err := <-errc
 	if s.draining.Load() {
