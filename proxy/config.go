@@ -136,7 +136,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 		known[name] = true
 	}
 	for k := range m {
-		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
+		if strings.HasPrefix(k, EnvPrefix) && !known[k] && !isServiceLink(k) {
 			warnings = append(warnings, fmt.Sprintf("%s is not a lastevent setting; ignored (known: %s)", k, strings.Join(VariableNames(), ", ")))
 		}
 	}
@@ -387,4 +387,12 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		Dur("upstream_timeout", c.UpstreamTimeout).Dur("upstream_idle_timeout", c.UpstreamIdleTimeout).
 		Bool("upstream_resumes", c.UpstreamResumes).Bool("upstream_pass_5xx", c.UpstreamPass5xx).
 		Dur("shutdown_grace", c.ShutdownGrace)
+}
+
+// isServiceLink reports variables that Kubernetes injects for a Service named
+// lastevent (LASTEVENT_SERVICE_HOST, LASTEVENT_PORT_8080_TCP, ...): not
+// settings, and not worth a warning.
+func isServiceLink(k string) bool {
+	rest := strings.TrimPrefix(k, EnvPrefix)
+	return strings.HasPrefix(rest, "SERVICE_HOST") || strings.HasPrefix(rest, "SERVICE_PORT") || rest == "PORT" || strings.HasPrefix(rest, "PORT_")
 }
