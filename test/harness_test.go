@@ -31,7 +31,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "lastevent")
-	build := exec.Command("go", "build", "-o", binary, "..")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "..")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building lastevent:", err)
@@ -88,6 +92,9 @@ func startProxy(t testing.TB, upstreamURL string, env ...string) *proc {
 	// Registered before waiting, so a process that fails to start is ended too.
 	t.Cleanup(func() {
 		p.Stop()
+		if strings.Contains(p.Logs(), "WARNING: DATA RACE") {
+			t.Errorf("the lastevent process reported a data race")
+		}
 		if t.Failed() {
 			t.Logf("lastevent logs:\n%s", p.Logs())
 		}
