@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"mime"
+	"net/url"
 	"strings"
 
 	"github.com/valyala/fasthttp"
@@ -35,6 +36,9 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	// A stream's response has no overall deadline: per-write deadlines
 	// guard each write instead.
 	_ = ctx.SetWriteDeadline(timeZero)
+	if uh := a.c.s.header.Load(); uh != nil {
+		copyStreamHeaders(&ctx.Response.Header, uh, ctx, a.c.start == "new")
+	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.Header.SetContentType("text/event-stream; charset=utf-8")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
@@ -56,26 +60,52 @@ func isSSERequest(ctx *fasthttp.RequestCtx) bool {
 	return false
 }
 
-// request extracts what the hub needs: the upstream target without the
+// request extracts what the hub needs: the upstream target as the client
+// wrote it (raw path and query, not decoded or re-encoded) without the
 // Last-Event-ID query parameter, the stream-key headers and the id.
 func (h *Handler) request(ctx *fasthttp.RequestCtx) *request {
-	cfg := h.hub.cfg
 	r := &request{ctx: ctx, keyHdrs: h.hub.keyHeaders(ctx)}
 	if v := ctx.Request.Header.Peek("Last-Event-ID"); len(v) > 0 {
 		r.lastID = append([]byte(nil), v...)
 	}
-	args := ctx.QueryArgs()
-	if cfg.LastEventIDParam != "" && args.Has(cfg.LastEventIDParam) {
-		if r.lastID == nil {
-			r.lastID = append([]byte(nil), args.Peek(cfg.LastEventIDParam)...)
-		}
-		args.Del(cfg.LastEventIDParam)
+	query, fromQuery := stripParam(string(ctx.URI().QueryString()), h.hub.cfg.LastEventIDParam)
+	if r.lastID == nil && fromQuery != nil {
+		r.lastID = fromQuery
 	}
-	r.target = string(ctx.Path())
-	if q := args.QueryString(); len(q) > 0 {
-		r.target += "?" + string(q)
+	r.target = string(ctx.URI().PathOriginal())
+	if i := strings.IndexByte(r.target, '?'); i >= 0 {
+		r.target = r.target[:i]
+	}
+	if query != "" {
+		r.target += "?" + query
 	}
 	return r
+}
+
+// stripParam removes every name=value pair of the raw query whose decoded
+// name is param, keeping the other pairs byte for byte; it returns the first
+// removed value, decoded (nil when there was none).
+func stripParam(raw, param string) (string, []byte) {
+	if param == "" || raw == "" {
+		return raw, nil
+	}
+	var kept []string
+	var value []byte
+	for pair := range strings.SplitSeq(raw, "&") {
+		name, v, _ := strings.Cut(pair, "=")
+		if n, err := url.QueryUnescape(name); err == nil && n == param {
+			if value == nil {
+				dv, err := url.QueryUnescape(v)
+				if err != nil {
+					dv = v
+				}
+				value = []byte(dv)
+			}
+			continue
+		}
+		kept = append(kept, pair)
+	}
+	return strings.Join(kept, "&"), value
 }
 
 func writePassed(ctx *fasthttp.RequestCtx, p *passedResponse) {
@@ -107,4 +137,29 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
 	ctx.SetStatusCode(resp.StatusCode())
 	ctx.SetBody(resp.Body())
+}
+
+// copyStreamHeaders gives a client the upstream's own response headers (CORS
+// among them, so a cross-origin EventSource works as it did directly),
+// except those lastevent sets itself. A stream can serve several clients, so
+// Set-Cookie goes only to the client that opened it, and an
+// Access-Control-Allow-Origin naming one origin only to a request from that
+// origin.
+func copyStreamHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader, ctx *fasthttp.RequestCtx, opener bool) {
+	origin := ctx.Request.Header.Peek("Origin")
+	for k, v := range src.All() {
+		switch string(k) {
+		case "Content-Type", "Cache-Control", "X-Accel-Buffering", "Content-Length", "Date", "Server":
+			continue
+		case "Set-Cookie":
+			if !opener {
+				continue
+			}
+		case "Access-Control-Allow-Origin":
+			if string(v) != "*" && string(v) != string(origin) {
+				continue
+			}
+		}
+		dst.AddBytesKV(k, v)
+	}
 }

@@ -133,6 +133,12 @@ func (h *Hub) decide(r *request) decision {
 	if hasID && idErr == nil {
 		known = h.byGen[id.Gen]
 	}
+	// A stream that is closing (its linger ran out, its reader has not
+	// returned yet) takes no new client: its generation is as good as gone,
+	// and in shared mode its key gets a new stream.
+	if known != nil && known.ending() {
+		known = nil
+	}
 	if h.cfg.Mode == ModeSession {
 		switch {
 		case !hasID:
@@ -151,7 +157,7 @@ func (h *Hub) decide(r *request) decision {
 	key := r.target + "\x00" + r.keyHdrs
 	s := h.byKey[key]
 	opener := false
-	if s == nil {
+	if s == nil || s.ending() {
 		s, opener = h.open(r, key), true
 	}
 	switch {
@@ -245,7 +251,16 @@ func (h *Hub) attach(r *request) attachment {
 	}
 }
 
-var shuttingDown = &passedResponse{status: fasthttp.StatusServiceUnavailable, body: []byte("lastevent: shutting down\n")}
+// shuttingDown answers an SSE request that arrives while lastevent drains:
+// a 200 with an ended stream, so EventSource reconnects (to another replica,
+// or to the restarted process) after a short retry instead of giving up as
+// it would on a 503.
+var shuttingDown = func() *passedResponse {
+	p := &passedResponse{status: fasthttp.StatusOK, body: appendPreamble(nil, syncRetry)}
+	p.header.SetContentType("text/event-stream; charset=utf-8")
+	p.header.Set("Cache-Control", "no-cache")
+	return p
+}()
 
 // keyHeaders renders the stream-key headers of a request, in configuration
 // order, for equality checks.

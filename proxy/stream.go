@@ -44,7 +44,10 @@ type stream struct {
 	done  chan struct{}   // closed when run has returned
 	body  atomic.Value    // fasthttp.ReadCloserWithError of the current upstream body
 	state atomic.Int32
-	seq   atomic.Uint64 // newest sequence issued
+	// header holds the headers of the first SSE answer from the upstream
+	// (set once, then read-only), for the clients' responses.
+	header atomic.Pointer[fasthttp.ResponseHeader]
+	seq    atomic.Uint64 // newest sequence issued
 
 	connects, reconnects, upErrors atomic.Uint64
 
@@ -117,6 +120,11 @@ func (s *stream) run() {
 			}
 			connected = true
 			s.hub.log.Info().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Bool("resumed_with_id", len(s.upLastID) > 0).Msg("upstream connected")
+			if s.header.Load() == nil {
+				h := &fasthttp.ResponseHeader{}
+				copyResponseHeaders(h, &resp.Header)
+				s.header.Store(h)
+			}
 			s.state.Store(stateLive)
 			s.markReady(nil)
 			before := s.seq.Load()
@@ -266,6 +274,13 @@ func (s *stream) pathOnly() string {
 		}
 	}
 	return s.target
+}
+
+// ending reports whether the stream is closing: addSub would refuse.
+func (s *stream) ending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping || s.finished
 }
 
 // addSub attaches c; false when the stream is ending (the caller then finds
