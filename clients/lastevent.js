@@ -29,8 +29,8 @@
  * @property {string} [param] query parameter for the stored id (LASTEVENT_LAST_EVENT_ID_PARAM);
  *   default "lastEventId"; "" never sends it
  * @property {number} [dedup] how many recent ids are remembered to drop duplicates; default 500
- * @property {number} [reopenDelay] ms before reopening a stream the browser closed for good;
- *   default 5000; a negative value never reopens
+ * @property {number} [reopenDelay] ms before reopening a stream the browser closed for good
+ *   (doubling while it keeps failing, up to a minute); default 5000; a negative value never reopens
  * @property {boolean} [withCredentials] passed to EventSource
  * @property {(info: SyncInfo, e: MessageEvent) => void} [onSyncRequired]
  * @property {(data: string, e: MessageEvent) => void} [onSystemSync]
@@ -49,6 +49,7 @@ export class LastEvent {
   /** @type {string} */ #lastId = "";
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #timer;
   #closed = false;
+  #reopens = 0; // reopens since the last open: the delay doubles with each
   #opts;
   #storage;
   #key;
@@ -135,14 +136,18 @@ export class LastEvent {
     const es = new ES(this.#lastId && param ? withParam(this.url, param, this.#lastId) : this.url, { withCredentials: !!withCredentials });
     this.#es = es;
     for (const type of new Set(["message", ...CONTROL, ...this.#handlers.keys()])) es.addEventListener(type, this.#listener);
-    es.addEventListener("open", () => es === this.#es && this.#set("open"));
+    es.addEventListener("open", () => {
+      if (es !== this.#es) return;
+      this.#reopens = 0;
+      this.#set("open");
+    });
     es.addEventListener("error", () => {
       if (es !== this.#es) return;
       if (es.readyState !== 2) return this.#set("connecting"); // the browser reconnects by itself
       const delay = this.#opts.reopenDelay ?? 5000;
       if (delay < 0) return this.#set("closed");
       this.#set("connecting");
-      this.#timer = setTimeout(() => this.#open(), delay);
+      this.#timer = setTimeout(() => this.#open(), Math.min(delay * 2 ** this.#reopens++, Math.max(delay, 60000)));
     });
     this.#set("connecting");
   }

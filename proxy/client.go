@@ -122,6 +122,15 @@ func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
 			return outcomeLogClosed, nil
 		}
 		if len(c.buf) > 0 {
+			// A client that is behind (a long replay) writes batch after
+			// batch without reaching the select below: look at the shutdown
+			// here too, so its response ends now, after whole frames, and
+			// it resumes elsewhere with its last id.
+			select {
+			case <-c.shutdown:
+				return outcomeShutdown, nil
+			default:
+			}
 			if o, err := write(c.buf); err != nil {
 				return o, err
 			}

@@ -15,6 +15,9 @@ import (
 // minutes; with this, the next write fails soon after.
 const tcpUserTimeout = 0x12
 
+// clientSendBuffer is SO_SNDBUF for client connections (Linux doubles it).
+const clientSendBuffer = 128 << 10
+
 // clientListener applies two things to every accepted client connection:
 //   - the connection limit: past max open connections, a new one gets a 503
 //     naming LASTEVENT_MAX_CONNECTIONS and is closed, before any handler or
@@ -49,6 +52,14 @@ func (l *clientListener) Accept() (net.Conn, error) {
 			l.open.Add(-1)
 			go l.refuse(c)
 			continue
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			// A modest send buffer: a client that reads slowly but steadily
+			// frees room often enough to finish each write within
+			// LASTEVENT_WRITE_TIMEOUT (the kernel wakes a blocked writer
+			// only when a third of the buffer is free), and a stalled one
+			// parks less in the kernel.
+			_ = tc.SetWriteBuffer(clientSendBuffer)
 		}
 		if tc, ok := c.(*net.TCPConn); ok && l.dead > 0 {
 			probe := max(l.dead/3, time.Second)

@@ -30,6 +30,7 @@ var syncReasons = []string{
 }
 
 func newMetrics(h *Hub) *metrics {
+	vm.ExposeMetadata(true) // # TYPE lines, for scrapers that want them
 	s := vm.NewSet()
 	m := &metrics{
 		set:                s,

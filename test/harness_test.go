@@ -73,8 +73,15 @@ type proc struct {
 // given extra LASTEVENT_* settings (KEY=VALUE) and waits until it listens.
 func startProxy(t testing.TB, upstreamURL string, env ...string) *proc {
 	t.Helper()
+	return startProxyBinary(t, binary, upstreamURL, env...)
+}
+
+// startProxyBinary is startProxy with another lastevent executable (the
+// soak tests measure a build without -race).
+func startProxyBinary(t testing.TB, bin, upstreamURL string, env ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, exited: make(chan struct{})}
-	p.cmd = exec.Command(binary)
+	p.cmd = exec.Command(bin)
 	p.cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"LASTEVENT_UPSTREAM_URL=" + upstreamURL,

@@ -39,6 +39,9 @@ type Status struct {
 	Code   int
 	Header http.Header
 	Body   string
+	// Delay holds the answer back this long (a hanging upstream); the
+	// request ending or the server closing cuts it short.
+	Delay time.Duration
 }
 
 // Start listens on addr (127.0.0.1:0 for tests) and serves:
@@ -205,6 +208,15 @@ func (s *Server) canned(w http.ResponseWriter, r *http.Request) bool {
 	st := q[0]
 	s.statuses[r.URL.Path] = q[1:]
 	s.mu.Unlock()
+	if st.Delay > 0 {
+		t := time.NewTimer(st.Delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+		case <-s.stop:
+		}
+		t.Stop()
+	}
 	for k, v := range st.Header {
 		w.Header()[k] = v
 	}
