@@ -9,7 +9,7 @@ import (
 
 const (
 	defaultMaxFrame = 1 << 20
-	readBufSize     = 32 << 10
+	readBufSize     = 8 << 10 // one per upstream stream: kept small, since session mode has one per client
 	// maxEmptyReads is how many (0, nil) reads in a row count as a broken
 	// reader, as in bufio.
 	maxEmptyReads = 100

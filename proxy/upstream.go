@@ -16,6 +16,11 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
+// upstreamReadBuffer is the read buffer of each upstream stream connection
+// (session mode has one per client, so it stays small; fasthttp's default is
+// 4 KiB).
+const upstreamReadBuffer = 8 << 10
+
 // newStreamClient returns the client for upstream SSE streams. Its
 // connections apply UpstreamTimeout until the first response byte and
 // UpstreamIdleTimeout (if set) between reads after that, because fasthttp's
@@ -30,7 +35,7 @@ func newStreamClient(cfg *Config) *fasthttp.Client {
 		MaxConnsPerHost:               cfg.UpstreamMaxConnections,
 		MaxIdleConnDuration:           time.Second,
 		MaxResponseBodySize:           cfg.MaxBodyBytes,
-		ReadBufferSize:                cfg.MaxHeaderBytes,
+		ReadBufferSize:                upstreamReadBuffer, // also bounds the upstream's response header
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
