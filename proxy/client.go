@@ -77,9 +77,15 @@ func (c *client) WriteTo(w io.Writer) (int64, error) {
 func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
 	m := c.s.hub.metrics
 	cfg := c.s.hub.cfg
+	// The write deadline is moved only when a quarter of it has passed (each
+	// write still gets at least three quarters of LASTEVENT_WRITE_TIMEOUT),
+	// and heartbeats are timed from the last write: no timer work per frame.
+	var deadlineSet, lastWrite time.Time
 	write := func(b []byte) (string, error) {
-		if c.conn != nil {
-			_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+		lastWrite = time.Now()
+		if c.conn != nil && lastWrite.Sub(deadlineSet) > cfg.WriteTimeout/4 {
+			_ = c.conn.SetWriteDeadline(lastWrite.Add(cfg.WriteTimeout))
+			deadlineSet = lastWrite
 		}
 		if _, err := w.Write(b); err != nil {
 			var ne net.Error
@@ -145,12 +151,15 @@ func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
 			if cap(c.buf) > 4*maxBatch {
 				c.buf = nil
 			}
-			hb.Reset(cfg.Heartbeat)
 			continue
 		}
 		select {
 		case <-c.wake:
 		case <-hb.C:
+			if idle := time.Since(lastWrite); idle < cfg.Heartbeat {
+				hb.Reset(cfg.Heartbeat - idle)
+				continue
+			}
 			if o, err := write(heartbeat); err != nil {
 				return o, err
 			}

@@ -51,8 +51,11 @@ type stream struct {
 
 	connects, reconnects, upErrors atomic.Uint64
 
-	mu       sync.Mutex
-	subs     []*client
+	mu   sync.Mutex
+	subs []*client
+	// wakeList is a copy of subs that publish reads without the lock
+	// (copied on every attach and detach, which are rare next to frames).
+	wakeList atomic.Pointer[[]*client]
 	finished bool // run returned and the hub forgot the stream
 	stopping bool
 	linger   *time.Timer
@@ -257,14 +260,22 @@ func (s *stream) publish(seq uint64) {
 	if cap(s.scratch) > 64<<10 && len(s.scratch) < cap(s.scratch)/4 {
 		s.scratch = nil // do not keep a giant frame's buffer
 	}
-	s.mu.Lock()
-	for _, c := range s.subs {
-		select {
-		case c.wake <- struct{}{}:
-		default:
+	// The snapshot is read without the lock: a client registered after the
+	// load still sees this frame, since it reads the log after registering.
+	if subs := s.wakeList.Load(); subs != nil {
+		for _, c := range *subs {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
 		}
 	}
-	s.mu.Unlock()
+}
+
+// updateWakeList publishes a copy of subs for publish; s.mu is held.
+func (s *stream) updateWakeList() {
+	list := append([]*client(nil), s.subs...)
+	s.wakeList.Store(&list)
 }
 
 func (s *stream) pathOnly() string {
@@ -296,6 +307,7 @@ func (s *stream) addSub(c *client) bool {
 		s.linger = nil
 	}
 	s.subs = append(s.subs, c)
+	s.updateWakeList()
 	s.hub.metrics.clients.Add(1)
 	return true
 }
@@ -309,6 +321,7 @@ func (s *stream) removeSub(c *client) {
 			s.subs[i] = s.subs[last]
 			s.subs[last] = nil
 			s.subs = s.subs[:last]
+			s.updateWakeList()
 			s.hub.metrics.clients.Add(-1)
 			break
 		}
