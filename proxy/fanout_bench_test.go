@@ -22,7 +22,7 @@ func newBenchStream(subs int) (*stream, []*client) {
 		clients[i] = &client{s: s, wake: make(chan struct{}, 1), buf: make([]byte, 0, maxBatch)}
 		s.subs = append(s.subs, clients[i])
 	}
-	s.updateWakeList()
+	s.wakeDirty.Store(true)
 	return s, clients
 }
 

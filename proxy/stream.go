@@ -53,13 +53,14 @@ type stream struct {
 
 	mu   sync.Mutex
 	subs []*client
-	// wakeList is a copy of subs that publish reads without the lock
-	// (copied on every attach and detach, which are rare next to frames).
-	wakeList atomic.Pointer[[]*client]
-	finished bool // run returned and the hub forgot the stream
-	stopping bool
-	linger   *time.Timer
-	lastLeft time.Time
+	// wakeList is publish's copy of subs (owned by the run goroutine),
+	// refreshed when wakeDirty says subs changed.
+	wakeList  []*client
+	wakeDirty atomic.Bool
+	finished  bool // run returned and the hub forgot the stream
+	stopping  bool
+	linger    *time.Timer
+	lastLeft  time.Time
 
 	stopOnce sync.Once
 
@@ -260,22 +261,22 @@ func (s *stream) publish(seq uint64) {
 	if cap(s.scratch) > 64<<10 && len(s.scratch) < cap(s.scratch)/4 {
 		s.scratch = nil // do not keep a giant frame's buffer
 	}
-	// The snapshot is read without the lock: a client registered after the
-	// load still sees this frame, since it reads the log after registering.
-	if subs := s.wakeList.Load(); subs != nil {
-		for _, c := range *subs {
-			select {
-			case c.wake <- struct{}{}:
-			default:
-			}
+	// Wake from the run goroutine's own copy of the subscriber list, taken
+	// again (under the lock) only after an attach or detach: no lock and no
+	// allocation per frame. A client registered after the dirty check still
+	// gets this frame: it reads the log after registering.
+	if s.wakeDirty.Load() {
+		s.mu.Lock()
+		s.wakeList = append(s.wakeList[:0], s.subs...)
+		s.wakeDirty.Store(false)
+		s.mu.Unlock()
+	}
+	for _, c := range s.wakeList {
+		select {
+		case c.wake <- struct{}{}:
+		default:
 		}
 	}
-}
-
-// updateWakeList publishes a copy of subs for publish; s.mu is held.
-func (s *stream) updateWakeList() {
-	list := append([]*client(nil), s.subs...)
-	s.wakeList.Store(&list)
 }
 
 func (s *stream) pathOnly() string {
@@ -307,7 +308,7 @@ func (s *stream) addSub(c *client) bool {
 		s.linger = nil
 	}
 	s.subs = append(s.subs, c)
-	s.updateWakeList()
+	s.wakeDirty.Store(true)
 	s.hub.metrics.clients.Add(1)
 	return true
 }
@@ -321,7 +322,7 @@ func (s *stream) removeSub(c *client) {
 			s.subs[i] = s.subs[last]
 			s.subs[last] = nil
 			s.subs = s.subs[:last]
-			s.updateWakeList()
+			s.wakeDirty.Store(true)
 			s.hub.metrics.clients.Add(-1)
 			break
 		}
