@@ -424,7 +424,7 @@ func FuzzLastEventID(f *testing.F) {
 			reqTarget += "?" + query
 		}
 
-		conn, evs, err := fuzzGet(fs.addr, reqTarget, headers, want.events(), 2*time.Second, 10*time.Millisecond)
+		conn, evs, err := fuzzGet(fs.addr, reqTarget, headers, want.events(), 2*time.Second, 3*time.Millisecond)
 		if conn != nil {
 			defer conn.Close()
 		}

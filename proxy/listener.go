@@ -81,13 +81,79 @@ func (l *clientListener) refuse(c net.Conn) {
 	_ = c.Close()
 }
 
+// countedConn is an accepted client connection: it leaves the count on
+// Close, and cleans the Last-Event-ID lines of the request heads it reads.
 type countedConn struct {
 	net.Conn
 	l    *clientListener
 	once sync.Once
+	head headCleaner
 }
 
-func (c *countedConn) Close() error {
-	c.once.Do(func() { c.l.open.Add(-1) })
-	return c.Conn.Close()
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.head.clean(p[:n])
+	return n, err
+}
+
+// headCleaner replaces control bytes in the Last-Event-ID lines of request
+// heads with '?'. A browser may send them (Fetch forbids only NUL, CR and LF
+// in a header value, and EventSource sends back whatever id a server gave
+// it), but fasthttp refuses them with a 400, which makes EventSource give up
+// for good. Cleaned, the id is simply malformed and gets sync-required.
+// It follows heads across reads and keep-alive requests; after a head that
+// announces a body it stops, since it does not parse bodies (EventSource
+// requests have none).
+type headCleaner struct {
+	done    bool     // a body follows: stop looking
+	lineLen int      // bytes of the current line so far
+	blank   bool     // the current line is empty so far (a lone CR at most)
+	naming  bool     // still reading the current line's field name
+	name    [20]byte // the field name, lower-cased
+	nameN   int
+	inID    bool // inside the value of a Last-Event-ID line
+	body    bool // this head announced a body
+}
+
+func (h *headCleaner) clean(b []byte) {
+	for i := 0; i < len(b) && !h.done; i++ {
+		c := b[i]
+		if c == '\n' {
+			if h.lineLen == 0 || h.blank { // the blank line that ends a head
+				h.done = h.body
+				h.body = false
+			}
+			h.lineLen, h.inID, h.naming, h.blank = 0, false, false, false
+			continue
+		}
+		if h.lineLen == 0 {
+			h.naming, h.nameN, h.blank = true, 0, c == '\r'
+		} else if c != '\r' {
+			h.blank = false
+		}
+		h.lineLen++
+		switch {
+		case h.inID:
+			if c < 0x20 && c != '\t' && c != '\r' || c == 0x7f {
+				b[i] = '?'
+			}
+		case !h.naming:
+		case c == ':':
+			switch string(h.name[:h.nameN]) {
+			case "last-event-id":
+				h.inID = true
+			case "content-length", "transfer-encoding":
+				h.body = true
+			}
+			h.naming = false
+		case h.nameN < len(h.name):
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			h.name[h.nameN] = c
+			h.nameN++
+		default:
+			h.naming = false // longer than any name of interest
+		}
+	}
 }

@@ -44,7 +44,7 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 echo "== fuzz ($FUZZTIME each)"
-for target in "./frame FuzzParser" "./replay FuzzParseID"; do
+for target in "./frame FuzzParser" "./replay FuzzParseID" "./proxy FuzzLastEventID"; do
   set -- $target
   go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" "$1"
 done
