@@ -157,3 +157,8 @@ func (h *headCleaner) clean(b []byte) {
 		}
 	}
 }
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return c.Conn.Close()
+}
