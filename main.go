@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/lastevent/lastevent/proxy"
@@ -99,13 +100,4 @@ func run(args, environ []string, stdout, stderr io.Writer, stop <-chan os.Signal
 	return 0
 }
 
-func indent(s string) string {
-	out := "  "
-	for _, c := range s {
-		out += string(c)
-		if c == '\n' {
-			out += "  "
-		}
-	}
-	return out
-}
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }

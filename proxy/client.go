@@ -104,6 +104,7 @@ func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
 	c.first = nil
 	hb := time.NewTimer(cfg.Heartbeat)
 	defer hb.Stop()
+	ended := false // the stream closed: deliver what the log holds, then end
 	for {
 		var last uint64
 		var err error
@@ -126,6 +127,10 @@ func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
 		if err != nil {
 			m.clientsEnded.Inc()
 			return outcomeLogClosed, nil
+		}
+		if len(c.buf) == 0 && ended {
+			m.clientsEnded.Inc()
+			return outcomeEnded, nil
 		}
 		if len(c.buf) > 0 {
 			// A client that is behind (a long replay) writes batch after
@@ -166,18 +171,9 @@ func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
 			m.heartbeats.Inc()
 			hb.Reset(cfg.Heartbeat)
 		case <-c.s.done:
-			// Deliver what the log still holds, then end the response so
-			// the client reconnects.
-			c.buf, last, _ = c.s.log.Read(c.cursor, c.buf[:0], maxBatch)
-			if len(c.buf) == 0 {
-				m.clientsEnded.Inc()
-				return outcomeEnded, nil
-			}
-			if o, err := write(c.buf); err != nil {
-				return o, err
-			}
-			*sent += last - c.cursor
-			c.cursor = last
+			// No frame follows: the loop delivers what the log still
+			// holds, then ends the response so the client reconnects.
+			ended = true
 		case <-c.shutdown:
 			return outcomeShutdown, nil
 		}

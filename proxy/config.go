@@ -174,9 +174,6 @@ func (r RawConfig) Parse() (Config, error) {
 	}
 	durPos := func(name, v string, allowZero bool) time.Duration {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if strings.TrimSpace(v) == "0" {
-			d, err = 0, nil
-		}
 		switch {
 		case err != nil:
 			bad(name, v, "must be a duration such as 500ms, 15s or 2m")

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"strconv"
-
 	"github.com/lastevent/lastevent/frame"
 	"github.com/lastevent/lastevent/replay"
 )
@@ -76,8 +74,6 @@ var heartbeat = frame.AppendComment(nil, "heartbeat")
 func clampRetry(ms int64) int64 {
 	return min(max(ms, MinRetry.Milliseconds()), MaxRetry.Milliseconds())
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // genText is the generation part of an id's text form.
 func genText(g replay.Gen) string { return replay.ID{Gen: g}.String()[:26] }

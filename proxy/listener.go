@@ -54,23 +54,29 @@ func (l *clientListener) Accept() (net.Conn, error) {
 			continue
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
-			// A modest send buffer: a client that reads slowly but steadily
-			// frees room often enough to finish each write within
-			// LASTEVENT_WRITE_TIMEOUT (the kernel wakes a blocked writer
-			// only when a third of the buffer is free), and a stalled one
-			// parks less in the kernel.
-			_ = tc.SetWriteBuffer(clientSendBuffer)
-		}
-		if tc, ok := c.(*net.TCPConn); ok && l.dead > 0 {
-			probe := max(l.dead/3, time.Second)
-			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 3})
-			if raw, err := tc.SyscallConn(); err == nil {
-				_ = raw.Control(func(fd uintptr) {
-					_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int(l.dead.Milliseconds()))
-				})
-			}
+			l.tune(tc)
 		}
 		return &countedConn{Conn: c, l: l}, nil
+	}
+}
+
+// tune sets the send buffer and the dead-client detection of an accepted
+// connection.
+func (l *clientListener) tune(tc *net.TCPConn) {
+	// A modest send buffer: a client that reads slowly but steadily frees
+	// room often enough to finish each write within LASTEVENT_WRITE_TIMEOUT
+	// (the kernel wakes a blocked writer only when a third of the buffer is
+	// free), and a stalled one parks less in the kernel.
+	_ = tc.SetWriteBuffer(clientSendBuffer)
+	if l.dead <= 0 {
+		return
+	}
+	probe := max(l.dead/3, time.Second)
+	_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 3})
+	if raw, err := tc.SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int(l.dead.Milliseconds()))
+		})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"mime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -280,12 +281,8 @@ func (s *stream) publish(seq uint64) {
 }
 
 func (s *stream) pathOnly() string {
-	for i := 0; i < len(s.target); i++ {
-		if s.target[i] == '?' {
-			return s.target[:i]
-		}
-	}
-	return s.target
+	path, _, _ := strings.Cut(s.target, "?")
+	return path
 }
 
 // ending reports whether the stream is closing: addSub would refuse.
