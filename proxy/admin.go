@@ -19,14 +19,22 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("ok\n")
 	case "/readyz":
 		ctx.SetContentType("text/plain; charset=utf-8")
-		if s.ready.Load() && !s.draining.Load() {
+		reps := s.hub.reps
+		redisWait := reps != nil && !reps.everUp.Load()
+		if s.ready.Load() && !s.draining.Load() && !redisWait {
 			ctx.SetBodyString("ready\n")
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		if s.draining.Load() {
+		switch {
+		case s.draining.Load():
 			ctx.SetBodyString("draining\n")
-		} else {
+		case redisWait:
+			// Not ready until Redis has answered once: a replica that never
+			// reached it cannot resume other replicas' clients. Later
+			// outages keep it ready (owners go on serving their clients).
+			ctx.SetBodyString("waiting for Redis (LASTEVENT_REDIS_URL, " + s.cfg.Redis.Addr + "): " + s.hub.redisState().Error + "\n")
+		default:
 			ctx.SetBodyString("starting\n")
 		}
 	case "/drain":
@@ -66,10 +74,15 @@ type StreamState struct {
 	Connects    uint64 `json:"upstream_connects"`
 	Reconnects  uint64 `json:"upstream_reconnects"`
 	IdleSince   string `json:"idle_since,omitempty"`
+	// Redis mode: owner, follower or local (not in Redis: it opened or went
+	// on while Redis did not answer), and the generation of its Redis log.
+	Role     string `json:"role,omitempty"`
+	RedisGen string `json:"redis_gen,omitempty"`
 }
 
 // State is the whole /debug/stream-state document.
 type State struct {
+	Redis   redisState    `json:"redis"`
 	Streams []StreamState `json:"streams"`
 	Totals  struct {
 		Streams        int    `json:"streams"`
@@ -93,6 +106,7 @@ func (h *Hub) state() State {
 	}
 	h.mu.Unlock()
 	var st State
+	st.Redis = h.redisState()
 	st.Streams = []StreamState{}
 	for _, s := range all {
 		oldest, newest := s.log.Bounds()
@@ -119,6 +133,13 @@ func (h *Hub) state() State {
 		}
 		if frames > 0 {
 			ss.OldestID = s.id(oldest).String()
+		}
+		if s.rep != nil {
+			ss.Role = roleNames[s.rep.role.Load()]
+			if g := s.rep.redisGen.Load(); g != nil {
+				ss.RedisGen = genText(*g)
+			}
+			ss.LastID = s.id(s.seq.Load()).String()
 		}
 		st.Streams = append(st.Streams, ss)
 	}

@@ -108,7 +108,7 @@ func (c *client) loop(w io.Writer, sent *uint64) (string, error) {
 	for {
 		var last uint64
 		var err error
-		c.buf, last, err = c.s.log.Read(c.cursor, c.buf[:0], maxBatch)
+		c.buf, last, err = c.s.readLog(c.cursor, c.buf[:0], maxBatch)
 		if errors.Is(err, replay.ErrEvicted) {
 			select {
 			case <-c.s.done:

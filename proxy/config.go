@@ -7,10 +7,13 @@ import (
 	"net"
 	"net/textproto"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/caarlos0/env/v11"
 	"github.com/rs/zerolog"
@@ -53,6 +56,16 @@ type RawConfig struct {
 	SystemSyncData         string `env:"SYSTEM_SYNC_DATA" envDefault:"{}"`
 	ShutdownGrace          string `env:"SHUTDOWN_GRACE" envDefault:"10s"`
 	Pprof                  string `env:"PPROF" envDefault:"false"`
+
+	Store          string `env:"STORE" envDefault:"memory"`
+	RedisURL       string `env:"REDIS_URL"`
+	RedisPassword  string `env:"REDIS_PASSWORD"`
+	RedisCluster   string `env:"REDIS_CLUSTER" envDefault:"false"`
+	NodeID         string `env:"NODE_ID"`
+	RedisLease     string `env:"REDIS_LEASE" envDefault:"6s"`
+	RedisTimeout   string `env:"REDIS_TIMEOUT" envDefault:"500ms"`
+	RedisRetention string `env:"REDIS_RETENTION" envDefault:"1h"`
+	ClockOffset    string `env:"CLOCK_OFFSET" envDefault:"0"`
 }
 
 // Mode says how a request finds its stream.
@@ -107,6 +120,23 @@ type Config struct {
 	SystemSyncData         string // data of system-sync events, one line of JSON
 	ShutdownGrace          time.Duration
 	Pprof                  bool // serve /debug/pprof/ on the admin address
+
+	// Redis is the shared store; nil keeps every log in this process
+	// (LASTEVENT_STORE=memory).
+	Redis       *RedisConfig
+	ClockOffset time.Duration // added to the clock used for new generations (testing clock skew)
+}
+
+// RedisConfig is the shared store's configuration (LASTEVENT_STORE=redis).
+type RedisConfig struct {
+	URL       string // redis:// or rediss://, as given (it may hold a password: log Addr instead)
+	Addr      string // host:port of the first server, for messages
+	Password  string // overrides the URL's password when set
+	Cluster   bool
+	NodeID    string        // names this replica as a lease holder; default the hostname
+	Lease     time.Duration // owner lease; renewed every third
+	Timeout   time.Duration // bound on every call
+	Retention time.Duration // keys kept after the last owner left
 }
 
 // LoadConfig reads the configuration from environ (KEY=VALUE pairs, as
@@ -310,6 +340,42 @@ func (r RawConfig) Parse() (Config, error) {
 	}
 	c.ShutdownGrace = durPos("SHUTDOWN_GRACE", r.ShutdownGrace, false)
 	c.Pprof = boolean("PPROF", r.Pprof)
+	c.ClockOffset = durAny("CLOCK_OFFSET", r.ClockOffset, bad)
+	switch strings.TrimSpace(r.Store) {
+	case "memory":
+	case "redis":
+		rc := &RedisConfig{
+			URL:       strings.TrimSpace(r.RedisURL),
+			Password:  r.RedisPassword,
+			Cluster:   boolean("REDIS_CLUSTER", r.RedisCluster),
+			NodeID:    strings.TrimSpace(r.NodeID),
+			Lease:     durPos("REDIS_LEASE", r.RedisLease, false),
+			Timeout:   durPos("REDIS_TIMEOUT", r.RedisTimeout, false),
+			Retention: durPos("REDIS_RETENTION", r.RedisRetention, false),
+		}
+		if rc.URL == "" {
+			bad("REDIS_URL", r.RedisURL, "is required with LASTEVENT_STORE=redis, e.g. redis://redis:6379 or rediss://user:password@redis:6380/0")
+		} else if addr, err := redisAddr(rc.URL, rc.Cluster); err != nil {
+			bad("REDIS_URL", redactURL(r.RedisURL), err.Error())
+		} else {
+			rc.Addr = addr
+		}
+		if rc.NodeID == "" {
+			rc.NodeID = defaultNodeID()
+		}
+		if rc.NodeID == "" || len(rc.NodeID) > 255 || strings.ContainsFunc(rc.NodeID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			bad("NODE_ID", r.NodeID, "must be 1 to 255 bytes without spaces or control characters (default: the hostname)")
+		}
+		if rc.Lease > 0 && rc.Lease < 300*time.Millisecond {
+			bad("REDIS_LEASE", r.RedisLease, "must be at least 300ms")
+		}
+		if rc.Lease > 0 && rc.Timeout > 0 && rc.Timeout*2 > rc.Lease {
+			bad("REDIS_TIMEOUT", r.RedisTimeout, "must be at most half of LASTEVENT_REDIS_LEASE, or a slow call outlives the lease")
+		}
+		c.Redis = rc
+	default:
+		bad("STORE", r.Store, "must be memory or redis")
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -392,4 +458,55 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 func isServiceLink(k string) bool {
 	rest := strings.TrimPrefix(k, EnvPrefix)
 	return strings.HasPrefix(rest, "SERVICE_HOST") || strings.HasPrefix(rest, "SERVICE_PORT") || rest == "PORT" || strings.HasPrefix(rest, "PORT_")
+}
+
+// durAny parses a duration that may be negative or zero.
+func durAny(name, v string, bad func(name, value, rule string)) time.Duration {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		bad(name, v, "must be a duration such as -1h, 0 or 30s")
+	}
+	return d
+}
+
+// redisAddr checks a Redis URL with go-redis's own parser (so what passes
+// here is what the client accepts) and returns the first host:port.
+func redisAddr(raw string, cluster bool) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", errors.New("is not a URL")
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return "", errors.New("scheme must be redis or rediss (TLS), e.g. redis://redis:6379")
+	}
+	if u.Hostname() == "" {
+		return "", errors.New("must name a host, e.g. redis://redis:6379")
+	}
+	if cluster {
+		o, err := redis.ParseClusterURL(raw)
+		if err != nil {
+			return "", errors.New(strings.TrimPrefix(err.Error(), "redis: "))
+		}
+		return o.Addrs[0], nil
+	}
+	o, err := redis.ParseURL(raw)
+	if err != nil {
+		return "", errors.New(strings.TrimPrefix(err.Error(), "redis: "))
+	}
+	return o.Addr, nil
+}
+
+// redactURL hides a password in a URL for messages and logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// defaultNodeID is the hostname: in Kubernetes, the pod name.
+func defaultNodeID() string {
+	h, _ := os.Hostname()
+	return h
 }

@@ -33,7 +33,7 @@ func publishOne(s *stream) {
 	seq := s.seq.Load() + 1
 	s.idText = s.id(seq).AppendText(s.idText[:0])
 	s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, benchFrame)
-	s.publish(seq)
+	s.publish(seq, "")
 }
 
 // BenchmarkFanout: one frame to N subscribers; ns/op is per delivery.

@@ -21,22 +21,41 @@ type Hub struct {
 	streamClient *fasthttp.Client
 	metrics      *metrics
 
+	// reps is the shared store (LASTEVENT_STORE=redis); nil in memory mode.
+	reps *replicas
+
 	mu    sync.Mutex
 	byGen map[replay.Gen]*stream
-	byKey map[string]*stream
-	wg    sync.WaitGroup
+	// byLabel indexes the other generations a stream's ids carry (Redis
+	// mode: see label).
+	byLabel map[replay.Gen]*stream
+	byKey   map[string]*stream
+	wg      sync.WaitGroup
 }
 
 // NewHub returns a hub for cfg.
 func NewHub(cfg *Config, log zerolog.Logger) *Hub {
+	gens := replay.NewGenerator()
+	if off := cfg.ClockOffset; off != 0 {
+		gens = replay.NewGeneratorClock(func() time.Time { return time.Now().Add(off) })
+	}
 	h := &Hub{
 		cfg:          cfg,
 		log:          log,
-		gens:         replay.NewGenerator(),
+		gens:         gens,
 		budget:       replay.NewBudget(cfg.MaxMemory),
 		streamClient: newStreamClient(cfg),
 		byGen:        make(map[replay.Gen]*stream),
+		byLabel:      make(map[replay.Gen]*stream),
 		byKey:        make(map[string]*stream),
+	}
+	if cfg.Redis != nil {
+		reps, err := newReplicas(cfg, log)
+		if err != nil {
+			// Parse checked the URL with the same parser.
+			panic("lastevent: " + err.Error())
+		}
+		h.reps = reps
 	}
 	h.metrics = newMetrics(h)
 	return h
@@ -64,11 +83,16 @@ type attachment struct {
 	pass *passedResponse
 }
 
-// open starts a new stream for r.
-func (h *Hub) open(r *request, key string) *stream {
+// open starts a new stream for r; in Redis mode, a non-zero follow makes it
+// follow that existing log rather than create one.
+func (h *Hub) open(r *request, key string, follow replay.Gen) *stream {
+	gen := follow
+	if gen.IsZero() {
+		gen = h.gens.Next()
+	}
 	s := &stream{
 		hub:     h,
-		gen:     h.gens.Next(),
+		gen:     gen,
 		key:     key,
 		target:  r.target,
 		keyHdrs: r.keyHdrs,
@@ -83,6 +107,13 @@ func (h *Hub) open(r *request, key string) *stream {
 	s.req.Header.SetHost(h.cfg.Upstream.Host)
 	s.req.Header.Set("Accept", "text/event-stream")
 	s.req.Header.Set("Cache-Control", "no-cache")
+	if h.reps != nil {
+		s.rep = &repState{follow: follow, khash: digest(r.target, r.keyHdrs)}
+		if key != "" {
+			s.rep.keyHash = digest(key)
+		}
+		s.labels.Store(&[]label{{gen: s.gen}})
+	}
 	h.byGen[s.gen] = s
 	if key != "" {
 		h.byKey[key] = s
@@ -106,16 +137,22 @@ func (h *Hub) forget(s *stream) {
 	if s.key != "" && h.byKey[s.key] == s {
 		delete(h.byKey, s.key)
 	}
+	for _, l := range s.labelList() {
+		if h.byLabel[l.gen] == s {
+			delete(h.byLabel, l.gen)
+		}
+	}
 }
 
 // decision says where a client starts.
 type decision struct {
 	s      *stream
-	opener bool   // the client opened s: it starts at the beginning
-	resume uint64 // resume after this sequence (when resuming)
-	resum  bool   // resume holds a sequence to resume after
-	sync   string // non-empty: sync-required with this reason
-	system bool   // system-sync
+	opener bool       // the client opened s: it starts at the beginning
+	resume uint64     // resume after this sequence (when resuming)
+	idGen  replay.Gen // the generation of the client's id (when resuming)
+	resum  bool       // resume holds a sequence to resume after
+	sync   string     // non-empty: sync-required with this reason
+	system bool       // system-sync
 }
 
 // decide resolves r to a stream. Malformed or foreign ids never fail the
@@ -132,6 +169,9 @@ func (h *Hub) decide(r *request) decision {
 	var known *stream
 	if hasID && idErr == nil {
 		known = h.byGen[id.Gen]
+		if known == nil {
+			known = h.byLabel[id.Gen]
+		}
 	}
 	// A stream that is closing (its linger ran out, its reader has not
 	// returned yet) takes no new client: its generation is as good as gone,
@@ -142,23 +182,23 @@ func (h *Hub) decide(r *request) decision {
 	if h.cfg.Mode == ModeSession {
 		switch {
 		case !hasID:
-			return decision{s: h.open(r, ""), opener: true}
+			return decision{s: h.open(r, "", replay.Gen{}), opener: true}
 		case idErr != nil:
-			return decision{s: h.open(r, ""), opener: true, sync: ReasonMalformed}
+			return decision{s: h.open(r, "", replay.Gen{}), opener: true, sync: ReasonMalformed}
 		case known == nil:
-			return decision{s: h.open(r, ""), opener: true, system: true}
+			return decision{s: h.open(r, "", replay.Gen{}), opener: true, system: true}
 		case known.target != r.target:
-			return decision{s: h.open(r, ""), opener: true, sync: ReasonOtherStream}
+			return decision{s: h.open(r, "", replay.Gen{}), opener: true, sync: ReasonOtherStream}
 		case known.keyHdrs != r.keyHdrs:
-			return decision{s: h.open(r, ""), opener: true, sync: ReasonKeyMismatch}
+			return decision{s: h.open(r, "", replay.Gen{}), opener: true, sync: ReasonKeyMismatch}
 		}
-		return decision{s: known, resume: id.Seq, resum: true}
+		return decision{s: known, resume: id.Seq, idGen: id.Gen, resum: true}
 	}
 	key := r.target + "\x00" + r.keyHdrs
 	s := h.byKey[key]
 	opener := false
 	if s == nil || s.ending() {
-		s, opener = h.open(r, key), true
+		s, opener = h.open(r, key, replay.Gen{}), true
 	}
 	switch {
 	case !hasID:
@@ -166,7 +206,7 @@ func (h *Hub) decide(r *request) decision {
 	case idErr != nil:
 		return decision{s: s, opener: opener, sync: ReasonMalformed}
 	case known == s:
-		return decision{s: s, resume: id.Seq, resum: true}
+		return decision{s: s, resume: id.Seq, idGen: id.Gen, resum: true}
 	case known == nil:
 		return decision{s: s, opener: opener, system: true}
 	case known.target == r.target:
@@ -180,6 +220,9 @@ func (h *Hub) decide(r *request) decision {
 // frames appended meanwhile are neither lost nor sent twice.
 func (h *Hub) attach(r *request) attachment {
 	for tries := 0; ; tries++ {
+		if h.reps != nil {
+			h.resolveRemote(r)
+		}
 		d := h.decide(r)
 		s := d.s
 		select {
@@ -206,7 +249,7 @@ func (h *Hub) attach(r *request) attachment {
 		retryMs := h.cfg.Retry.Milliseconds()
 		head := s.head()
 		if d.opener {
-			head = s.id(0) // frames may already have arrived: they are this client's
+			head = s.id(s.base.Load()) // frames may already have arrived: they are this client's
 		}
 		switch {
 		case d.system:
@@ -221,8 +264,17 @@ func (h *Hub) attach(r *request) attachment {
 			c.first = appendSyncRequired(nil, head, d.sync, true)
 		case d.resum:
 			oldest, newest := s.log.Bounds()
+			if st := s.redisLog(); st != nil {
+				// A follower's local log starts where it began to follow;
+				// older frames are read from Redis.
+				if o, _ := st.Bounds(); o < oldest {
+					oldest = o
+				}
+				newest = s.seq.Load()
+			}
 			reason := ""
-			if d.resume > newest {
+			lo, hi, ok := s.labelRange(d.idGen)
+			if d.resume > newest || !ok || d.resume < lo || d.resume > hi {
 				reason = ReasonUnknown
 			} else if d.resume+1 < oldest {
 				reason = ReasonEvicted
@@ -290,4 +342,7 @@ func (h *Hub) Close() {
 		s.halt()
 	}
 	h.wg.Wait()
+	if h.reps != nil {
+		h.reps.close()
+	}
 }

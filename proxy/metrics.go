@@ -58,6 +58,15 @@ func newMetrics(h *Hub) *metrics {
 	s.NewGauge("lastevent_streams", func() float64 { return float64(h.streamCount()) })
 	s.NewGauge("lastevent_buffered_bytes", func() float64 { return float64(h.budget.Used()) })
 	s.NewGauge("lastevent_max_memory_bytes", func() float64 { return float64(h.budget.Max()) })
+	if r := h.reps; r != nil {
+		s.NewGauge("lastevent_redis_up", func() float64 {
+			if r.up.Load() {
+				return 1
+			}
+			return 0
+		})
+		r.errCounter = s.NewCounter("lastevent_redis_errors_total")
+	}
 	s.NewGauge("lastevent_goroutines", func() float64 { return float64(runtime.NumGoroutine()) })
 	return m
 }

@@ -65,6 +65,9 @@ func (s *Server) Serve(ln, adminLn net.Listener) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.admin.Serve(adminLn) }()
 	go func() { errc <- s.client.Serve(WrapListener(ln, s.cfg.MaxConnections, s.cfg.ClientDeadTimeout)) }()
+	if s.hub.reps != nil {
+		s.hub.reps.start()
+	}
 	s.ready.Store(true)
 	err := <-errc
 	if s.draining.Load() {

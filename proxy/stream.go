@@ -25,7 +25,13 @@ const (
 
 var stateNames = [...]string{"connecting", "live", "reconnecting", "closed"}
 
-var errStopped = errors.New("lastevent: stream stopped")
+var (
+	errStopped = errors.New("lastevent: stream stopped")
+	errDemoted = errors.New("lastevent: another replica owns the stream")
+)
+
+// demoted reports that another replica took the stream over (Redis mode).
+func (s *stream) demoted() bool { return s.rep != nil && s.rep.demote.Load() }
 
 // stream is one upstream connection feeding one log. One goroutine (run)
 // reads the upstream, parses frames, gives each an id, encodes it once into
@@ -49,6 +55,15 @@ type stream struct {
 	// (set once, then read-only), for the clients' responses.
 	header atomic.Pointer[fasthttp.ResponseHeader]
 	seq    atomic.Uint64 // newest sequence issued
+	// base is where the log began: 0, or the Redis log's newest frame when
+	// this replica started following it. A client that opened the stream
+	// starts here.
+	base atomic.Uint64
+
+	// rep is the stream's part in Redis mode (nil in memory mode), labels
+	// the generations its ids carry (Redis mode only).
+	rep    *repState
+	labels atomic.Pointer[[]label]
 
 	connects, reconnects, upErrors atomic.Uint64
 
@@ -82,18 +97,41 @@ type passedResponse struct {
 	body   []byte
 }
 
-func (s *stream) id(seq uint64) replay.ID { return replay.ID{Gen: s.gen, Seq: seq} }
+func (s *stream) id(seq uint64) replay.ID {
+	if s.rep == nil {
+		return replay.ID{Gen: s.gen, Seq: seq}
+	}
+	ls := s.labelList()
+	for i := len(ls) - 1; i > 0; i-- {
+		if seq+1 >= ls[i].from {
+			return replay.ID{Gen: ls[i].gen, Seq: seq}
+		}
+	}
+	return replay.ID{Gen: ls[0].gen, Seq: seq}
+}
 
 // head is the id of the newest frame in the log.
 func (s *stream) head() replay.ID { return s.id(s.seq.Load()) }
 
 func (s *stream) run() {
 	defer s.finish()
+	if s.rep != nil {
+		s.runReplicated()
+		return
+	}
+	s.runUpstream(false)
+}
+
+// runUpstream reads the upstream until the stream stops (or, in Redis mode,
+// until another replica takes it over). takeover says the stream's frames
+// came from another connection before (a replica took it over), so the
+// first connection is already a reconnect.
+func (s *stream) runUpstream(takeover bool) {
 	cfg := s.hub.cfg
 	p := frame.NewParser(nil, cfg.MaxFrameBytes)
 	resp := &fasthttp.Response{}
 	backoff := cfg.UpstreamBackoffMin
-	connected := false
+	connected := takeover
 	s.pendingRetry = -1
 	for {
 		select {
@@ -140,7 +178,7 @@ func (s *stream) run() {
 				// hammered.
 				backoff = cfg.UpstreamBackoffMin
 			}
-			if err == errStopped {
+			if err == errStopped || err == errDemoted {
 				resp.CloseBodyStream()
 				return
 			}
@@ -175,6 +213,9 @@ func (s *stream) run() {
 			t.Stop()
 			return
 		case <-t.C:
+		}
+		if s.demoted() {
+			return
 		}
 	}
 }
@@ -216,6 +257,9 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 				return errStopped
 			default:
 			}
+			if s.demoted() {
+				return errDemoted
+			}
 			if err == io.EOF {
 				return errors.New("upstream closed the stream")
 			}
@@ -235,7 +279,10 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 		seq := s.seq.Load() + 1
 		s.idText = s.id(seq).AppendText(s.idText[:0])
 		s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &out)
-		s.publish(seq)
+		s.publish(seq, "")
+		if s.demoted() {
+			return errDemoted
+		}
 	}
 }
 
@@ -249,10 +296,16 @@ func (s *stream) appendMarker(reason string) {
 	s.markerAt, s.markerReason = seq, reason
 	s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), reason, false)
 	s.hub.metrics.syncMarkers.Inc()
-	s.publish(seq)
+	s.publish(seq, reason)
 }
 
-func (s *stream) publish(seq uint64) {
+// publish puts the frame in s.scratch into the log under seq and wakes the
+// clients; marker is the reason when the frame is a sync-required marker. In
+// Redis mode the frame goes to Redis first.
+func (s *stream) publish(seq uint64, marker string) {
+	if s.rep != nil && !s.commit(seq, marker) {
+		return
+	}
 	if err := s.log.Append(seq, s.scratch); err != nil {
 		// Only possible after Close; the stream is ending.
 		return
@@ -262,6 +315,11 @@ func (s *stream) publish(seq uint64) {
 	if cap(s.scratch) > 64<<10 && len(s.scratch) < cap(s.scratch)/4 {
 		s.scratch = nil // do not keep a giant frame's buffer
 	}
+	s.wakeAll()
+}
+
+// wakeAll wakes every client; only the stream's writer goroutine calls it.
+func (s *stream) wakeAll() {
 	// Wake from the run goroutine's own copy of the subscriber list, taken
 	// again (under the lock) only after an attach or detach: no lock and no
 	// allocation per frame. A client registered after the dirty check still
@@ -344,6 +402,14 @@ func (s *stream) removeSub(c *client) {
 }
 
 func (s *stream) lingerExpired() {
+	if s.watched() {
+		s.mu.Lock()
+		if len(s.subs) == 0 && !s.stopping && !s.finished {
+			s.linger = time.AfterFunc(s.hub.cfg.Linger, s.lingerExpired)
+		}
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Lock()
 	expire := len(s.subs) == 0 && !s.stopping
 	if expire {
@@ -384,6 +450,11 @@ func (s *stream) finish() {
 		s.log.Close()
 	}
 	s.mu.Unlock()
+	if s.rep != nil {
+		if st := s.rep.st(); st != nil {
+			st.Close() // gives the lease up at once, for a replica with clients to take over
+		}
+	}
 	close(s.done)
 }
 

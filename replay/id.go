@@ -44,6 +44,24 @@ func NewGenerator() *Generator {
 	return &Generator{now: time.Now, rand: rand.Reader}
 }
 
+// NewGeneratorClock returns a Generator reading now instead of the wall
+// clock (lastevent shifts it with LASTEVENT_CLOCK_OFFSET to test skew).
+func NewGeneratorClock(now func() time.Time) *Generator {
+	return &Generator{now: now, rand: rand.Reader}
+}
+
+// Observe makes every later Next return a generation above seen, as a
+// hybrid logical clock does with the timestamps it receives: a replica whose
+// clock is behind still issues generations that sort after the ones its
+// clients already hold.
+func (g *Generator) Observe(seen Gen) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if bytes.Compare(seen[:], g.last[:]) > 0 {
+		g.last = seen
+	}
+}
+
 // maxMillis is the largest time the 48 time bits of a Gen can hold.
 const maxMillis = 1<<48 - 1
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -111,6 +112,69 @@ func variableNames(t testing.TB) []string {
 	return names
 }
 
+// storeVars are the settings the chart renders from its store and redis.*
+// values instead of config (so that a password only ever comes from a Secret
+// and the node id from the pod name). LASTEVENT_CLOCK_OFFSET, a testing aid
+// that skews the clock of ids, the chart never sets.
+var storeVars = []string{
+	"LASTEVENT_STORE", "LASTEVENT_REDIS_URL", "LASTEVENT_REDIS_PASSWORD", "LASTEVENT_REDIS_CLUSTER",
+	"LASTEVENT_NODE_ID", "LASTEVENT_REDIS_LEASE", "LASTEVENT_REDIS_TIMEOUT", "LASTEVENT_REDIS_RETENTION",
+	"LASTEVENT_CLOCK_OFFSET",
+}
+
+// redisValues maps the redis.* values that carry a binary default to their
+// variables.
+var redisValues = map[string]string{
+	"store":           "LASTEVENT_STORE",
+	"redis.cluster":   "LASTEVENT_REDIS_CLUSTER",
+	"redis.lease":     "LASTEVENT_REDIS_LEASE",
+	"redis.timeout":   "LASTEVENT_REDIS_TIMEOUT",
+	"redis.retention": "LASTEVENT_REDIS_RETENTION",
+}
+
+// configNames are the settings that belong under config: in values.yaml.
+func configNames(t testing.TB) []string {
+	return minus(variableNames(t), storeVars)
+}
+
+// passwordInURL matches a redis:// or rediss:// URL with user:password@.
+var passwordInURL = regexp.MustCompile(`^rediss?://[^/@?#]*:[^/@?#]*@`)
+
+// wantStoreEnv is what the chart should render from store and redis.*.
+func wantStoreEnv(leValues map[string]any) map[string]corev1.EnvVar {
+	str := func(path string) string { s, _ := lookup(leValues, path).(string); return s }
+	store := str("store")
+	if store == "" {
+		store = "memory"
+	}
+	want := map[string]corev1.EnvVar{}
+	plain := func(name, value string) { want[name] = corev1.EnvVar{Name: name, Value: value} }
+	secret := func(name, ref string) {
+		want[name] = corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: str(ref + ".name")}, Key: str(ref + ".key")}}}
+	}
+	plain("LASTEVENT_STORE", store)
+	if store != "redis" {
+		return want
+	}
+	if u := str("redis.url"); u != "" {
+		plain("LASTEVENT_REDIS_URL", u)
+	} else {
+		secret("LASTEVENT_REDIS_URL", "redis.urlSecret")
+	}
+	if str("redis.passwordSecret.name") != "" {
+		secret("LASTEVENT_REDIS_PASSWORD", "redis.passwordSecret")
+	}
+	cluster, _ := lookup(leValues, "redis.cluster").(bool)
+	plain("LASTEVENT_REDIS_CLUSTER", strconv.FormatBool(cluster))
+	plain("LASTEVENT_REDIS_LEASE", str("redis.lease"))
+	plain("LASTEVENT_REDIS_TIMEOUT", str("redis.timeout"))
+	plain("LASTEVENT_REDIS_RETENTION", str("redis.retention"))
+	want["LASTEVENT_NODE_ID"] = corev1.EnvVar{Name: "LASTEVENT_NODE_ID",
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}
+	return want
+}
+
 func readYAML(t testing.TB, path string) map[string]any {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -147,9 +211,9 @@ func TestValuesMatchConfig(t *testing.T) {
 	if !ok {
 		t.Fatalf("values.yaml has no config: map")
 	}
-	if got := sortedKeys(config); !slices.Equal(got, variableNames(t)) {
-		t.Errorf("values.yaml config keys differ from proxy.Variables():\n missing %v\n unknown %v",
-			minus(variableNames(t), got), minus(got, variableNames(t)))
+	if got := sortedKeys(config); !slices.Equal(got, configNames(t)) {
+		t.Errorf("values.yaml config keys differ from proxy.Variables() without the store settings:\n missing %v\n unknown %v",
+			minus(configNames(t), got), minus(got, configNames(t)))
 	}
 	for k, v := range config {
 		s, isString := v.(string)
@@ -181,9 +245,9 @@ func TestValuesMatchConfig(t *testing.T) {
 	if sc.AdditionalProperties == nil || *sc.AdditionalProperties {
 		t.Errorf("values.schema.json: config needs additionalProperties: false, so a misspelt setting fails the install")
 	}
-	if got := sortedKeys(sc.Properties); !slices.Equal(got, variableNames(t)) {
-		t.Errorf("values.schema.json config properties differ from proxy.Variables():\n missing %v\n unknown %v",
-			minus(variableNames(t), got), minus(got, variableNames(t)))
+	if got := sortedKeys(sc.Properties); !slices.Equal(got, configNames(t)) {
+		t.Errorf("values.schema.json config properties differ from proxy.Variables() without the store settings:\n missing %v\n unknown %v",
+			minus(configNames(t), got), minus(got, configNames(t)))
 	}
 	for k, p := range sc.Properties {
 		if p["type"] != "string" {
@@ -193,6 +257,28 @@ func TestValuesMatchConfig(t *testing.T) {
 			t.Errorf("values.schema.json config.%s: default %v, want %q", k, p["default"], d)
 		}
 	}
+
+	// The store settings: defaults in values.yaml as in the binary, and the
+	// variables known to the binary once its Redis settings exist.
+	for path, name := range redisValues {
+		got := fmt.Sprint(lookup(values, path))
+		if d, known := want[name]; known && got != d {
+			t.Errorf("values.yaml %s = %q, but the binary's default for %s is %q", path, got, name, d)
+		}
+	}
+	if lookup(values, "store") != "memory" || lookup(values, "redis.url") != "" || lookup(values, "redis.urlSecret.name") != "" {
+		t.Errorf("values.yaml: the default must be store memory with no Redis (store %v, redis.url %v)", lookup(values, "store"), lookup(values, "redis.url"))
+	}
+	t.Run("store-settings-known", func(t *testing.T) {
+		if _, landed := want["LASTEVENT_STORE"]; !landed {
+			t.Skip("proxy.Variables() has no LASTEVENT_STORE yet (the Redis settings of issue 6 are not merged)")
+		}
+		for _, name := range storeVars {
+			if _, ok := want[name]; !ok {
+				t.Errorf("the chart renders %s, which proxy.Variables() does not list", name)
+			}
+		}
+	})
 
 	chart := readYAML(t, filepath.Join(root, "helm/lastevent/Chart.yaml"))
 	if chart["apiVersion"] != "v2" {
@@ -300,7 +386,7 @@ func cases(t *testing.T, h *helmEnv) []chartCase {
 	var out []chartCase
 	le := filepath.Join(h.dir, "lastevent")
 	files, _ := filepath.Glob(filepath.Join(le, "ci", "*.yaml"))
-	for _, want := range []string{"default", "shared", "native-sidecar", "include"} {
+	for _, want := range []string{"default", "shared", "native-sidecar", "include", "redis-replicas"} {
 		if !slices.Contains(files, filepath.Join(le, "ci", want+"-values.yaml")) {
 			t.Errorf("helm/lastevent/ci/%s-values.yaml is missing", want)
 		}
@@ -557,12 +643,33 @@ func checkPod(t *testing.T, where string, pod *corev1.PodTemplateSpec, leValues 
 		t.Errorf("%s: image %q has no tag", where, c.Image)
 	}
 
-	// Env: exactly the settings of proxy.Variables(), plain values.
+	// Env: every config setting of proxy.Variables() as a plain value, plus
+	// the store settings from store and redis.* (with store redis: the URL
+	// plain or from a Secret, the password only from a Secret, the node id
+	// from the pod name).
+	storeEnv := wantStoreEnv(leValues)
+	wantNames := configNames(t)
+	for name := range storeEnv {
+		wantNames = append(wantNames, name)
+	}
+	sort.Strings(wantNames)
 	sc.env = map[string]string{}
 	var names []string
 	for _, e := range c.Env {
-		if e.ValueFrom != nil {
+		if w, ok := storeEnv[e.Name]; ok {
+			if !reflect.DeepEqual(e, w) {
+				got, _ := json.Marshal(e)
+				exp, _ := json.Marshal(w)
+				t.Errorf("%s: env %s, want %s", where, got, exp)
+			}
+		} else if e.ValueFrom != nil {
 			t.Errorf("%s: env %s uses valueFrom", where, e.Name)
+		}
+		if e.Name == "LASTEVENT_REDIS_PASSWORD" && (e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
+			t.Errorf("%s: LASTEVENT_REDIS_PASSWORD must come from a Secret (secretKeyRef), never a plain value", where)
+		}
+		if passwordInURL.MatchString(e.Value) {
+			t.Errorf("%s: env %s carries a password in plain text", where, e.Name)
 		}
 		if _, dup := sc.env[e.Name]; dup {
 			t.Errorf("%s: env %s set twice", where, e.Name)
@@ -571,9 +678,9 @@ func checkPod(t *testing.T, where string, pod *corev1.PodTemplateSpec, leValues 
 		names = append(names, e.Name)
 	}
 	sort.Strings(names)
-	if !slices.Equal(names, variableNames(t)) {
-		t.Errorf("%s: env names differ from proxy.Variables():\n missing %v\n unknown %v",
-			where, minus(variableNames(t), names), minus(names, variableNames(t)))
+	if !slices.Equal(names, wantNames) {
+		t.Errorf("%s: env names differ from proxy.Variables() (config) and the store settings:\n missing %v\n unknown %v",
+			where, minus(wantNames, names), minus(names, wantNames))
 	}
 	if len(c.EnvFrom) > 0 {
 		t.Errorf("%s: envFrom would bring in unchecked variables", where)
@@ -828,8 +935,19 @@ func checkManifests(t *testing.T, c chartCase, m manifests, leValues, parentValu
 				}
 			}
 		}
-		if !metrics && s.Spec.SessionAffinity != corev1.ServiceAffinityClientIP && s.Spec.SessionAffinity != "" {
-			t.Errorf("%s: sessionAffinity %q", where, s.Spec.SessionAffinity)
+		if !metrics {
+			// memory: a reconnect must come back to the pod with the buffer
+			// (unless the values say otherwise); redis: any pod resumes it.
+			want, _ := lookup(leValues, "service.sessionAffinity").(string)
+			if c.parent {
+				want = "ClientIP"
+				if lookup(leValues, "store") == "redis" {
+					want = "None"
+				}
+			}
+			if string(s.Spec.SessionAffinity) != want {
+				t.Errorf("%s: sessionAffinity %q, want %q", where, s.Spec.SessionAffinity, want)
+			}
 		}
 	}
 	if (exampleOn || c.parent) && clientServices != 1 {
@@ -926,6 +1044,51 @@ func TestChartRefuses(t *testing.T) {
 			t.Errorf("--set %s: %v\n%s", bad.set, err, out)
 		}
 	}
+	// The store settings: a clear message for each mistake, naming the value.
+	for _, bad := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"store=redis"}, "store=redis needs the address of an existing Redis: set redis.url"},
+		{[]string{"store=redis", "redis.url=redis://:s3cret@redis:6379"}, "redis.url carries a password"},
+		{[]string{"store=redis", "redis.url=redis://default:s3cret@redis:6379/0"}, "redis.url carries a password"},
+		{[]string{"store=redis", "redis.url=redis:6379"}, `redis.url "redis:6379": want redis://`},
+		{[]string{"store=redis", "redis.url=redis://redis:6379", "redis.urlSecret.name=redis"}, "set redis.url or redis.urlSecret.name, not both"},
+		{[]string{"store=redis", "redis.url=redis://redis:6379", "redis.passwordSecret.name=redis", "redis.passwordSecret.key="}, "redis.passwordSecret.key is empty"},
+		{[]string{"store=redis", "redis.urlSecret.name=redis", "redis.urlSecret.key="}, "redis.urlSecret.key is empty"},
+		{[]string{"store=redis", "redis.url=redis://redis:6379", "redis.lease=6"}, `redis.lease "6": want a positive Go duration`},
+		{[]string{"store=redis", "redis.url=redis://redis:6379", "redis.timeout=0s"}, `redis.timeout "0s": want a positive Go duration`},
+		{[]string{"store=valkey"}, `store "valkey": want memory or redis`},
+		{[]string{"service.sessionAffinity=Sticky"}, `service.sessionAffinity "Sticky": want ClientIP or None`},
+	} {
+		args := []string{"template", "x", "."}
+		for _, s := range bad.set {
+			args = append(args, "--set-string", s)
+		}
+		// Without the schema: the template's own checks must hold too (a
+		// parent chart may skip validation, and the messages are clearer).
+		out, err := h.run(c.chart, append(args, "--skip-schema-validation")...)
+		if err == nil || !bytes.Contains(out, []byte(bad.want)) {
+			t.Errorf("--set %v: want an error saying %q, got %v:\n%.600s", bad.set, bad.want, err, out)
+		}
+		if out, err := h.run(c.chart, args...); err == nil {
+			t.Errorf("--set %v rendered with the schema on:\n%.300s", bad.set, out)
+		}
+	}
+	// The chart renders these from store and redis.*; under config they
+	// fail, so that no password ever stands in a plain env value.
+	for _, name := range storeVars {
+		out, err := h.run(c.chart, "template", "x", ".", "--skip-schema-validation", "--set-string", "config."+name+"=x")
+		if err == nil || !bytes.Contains(out, []byte("config."+name+":")) {
+			t.Errorf("config.%s: want an error naming it, got %v:\n%.600s", name, err, out)
+		}
+		if _, err := h.run(c.chart, "template", "x", ".", "--set-string", "config."+name+"=x"); err == nil {
+			t.Errorf("config.%s rendered with the schema on", name)
+		}
+	}
+	if out, err := h.run(c.chart, "template", "x", ".", "--set", "store=redis", "--set", "redis.url=redis://redis:6379", "--set-string", "redis.cluster=yes"); err == nil {
+		t.Errorf("redis.cluster=yes (a string) rendered:\n%.300s", out)
+	}
 	// And the schema wants strings, as in the environment.
 	if out, err := h.run(c.chart, "template", "x", ".", "--set", "config.LASTEVENT_BUFFER_FRAMES=10000000"); err == nil {
 		t.Errorf("a number for config.LASTEVENT_BUFFER_FRAMES rendered (Helm would write 1e+07):\n%s", out)
@@ -952,6 +1115,183 @@ func TestChartGraceSeconds(t *testing.T) {
 		want := sleep + int64(math.Ceil(dur.Seconds())) + extra
 		if got := *m.deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds; got != want {
 			t.Errorf("LASTEVENT_SHUTDOWN_GRACE=%s: terminationGracePeriodSeconds %d, want %d", d, got, want)
+		}
+	}
+}
+
+// lasteventEnv is the env of the lastevent container of the only Deployment.
+func lasteventEnv(t *testing.T, m manifests) map[string]corev1.EnvVar {
+	t.Helper()
+	if len(m.deployments) != 1 {
+		t.Fatalf("%d Deployments, want 1", len(m.deployments))
+	}
+	spec := m.deployments[0].Spec.Template.Spec
+	for _, c := range append(spec.InitContainers, spec.Containers...) {
+		if c.Name == containerName {
+			env := map[string]corev1.EnvVar{}
+			for _, e := range c.Env {
+				env[e.Name] = e
+			}
+			return env
+		}
+	}
+	t.Fatalf("no %s container", containerName)
+	return nil
+}
+
+// TestChartRedis renders the store cases and compares the store settings
+// with literal expectations (checkPod derives them from the values; this
+// pins them), plus what else the case changes.
+func TestChartRedis(t *testing.T) {
+	h := needHelm(t)
+	le := filepath.Join(h.dir, "lastevent")
+	app := filepath.Join(h.dir, "examples/my-app")
+	plain := func(name, value string) corev1.EnvVar { return corev1.EnvVar{Name: name, Value: value} }
+	fromSecret := func(name, secret, key string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key}}}
+	}
+	nodeID := corev1.EnvVar{Name: "LASTEVENT_NODE_ID", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}
+	for _, tc := range []struct {
+		name     string
+		chart    string
+		file     string // a values file of the chart, or
+		values   string // values written to a temporary file
+		parent   bool
+		want     []corev1.EnvVar // the store settings, exactly
+		replicas int32
+		affinity corev1.ServiceAffinity
+		pdbs     int
+	}{
+		{name: "default: memory, no Redis", chart: le, file: "ci/default-values.yaml",
+			want: []corev1.EnvVar{plain("LASTEVENT_STORE", "memory")}, replicas: 1, affinity: corev1.ServiceAffinityClientIP},
+		{name: "3 replicas, plain Service, Redis (ci/redis-replicas-values.yaml)", chart: le, file: "ci/redis-replicas-values.yaml",
+			want: []corev1.EnvVar{
+				plain("LASTEVENT_STORE", "redis"),
+				plain("LASTEVENT_REDIS_URL", "redis://redis-master.redis.svc.cluster.local:6379/0"),
+				fromSecret("LASTEVENT_REDIS_PASSWORD", "redis", "redis-password"),
+				plain("LASTEVENT_REDIS_CLUSTER", "false"),
+				plain("LASTEVENT_REDIS_LEASE", "6s"),
+				plain("LASTEVENT_REDIS_TIMEOUT", "500ms"),
+				plain("LASTEVENT_REDIS_RETENTION", "1h"),
+				nodeID,
+			}, replicas: 3, affinity: corev1.ServiceAffinityNone, pdbs: 1},
+		{name: "URL from a Secret, cluster, own timing", chart: le, values: `
+store: redis
+redis:
+  urlSecret: {name: redis-url, key: url}
+  cluster: true
+  lease: 9s
+  timeout: 1s
+  retention: 30m
+`,
+			want: []corev1.EnvVar{
+				plain("LASTEVENT_STORE", "redis"),
+				fromSecret("LASTEVENT_REDIS_URL", "redis-url", "url"),
+				plain("LASTEVENT_REDIS_CLUSTER", "true"),
+				plain("LASTEVENT_REDIS_LEASE", "9s"),
+				plain("LASTEVENT_REDIS_TIMEOUT", "1s"),
+				plain("LASTEVENT_REDIS_RETENTION", "30m"),
+				nodeID,
+			}, replicas: 1, affinity: corev1.ServiceAffinityClientIP},
+		{name: "native sidecar with Redis", chart: le, values: `
+placement: nativeSidecar
+replicaCount: 2
+store: redis
+redis:
+  url: rediss://redis.example.com:6380
+service:
+  sessionAffinity: None
+`,
+			want: []corev1.EnvVar{
+				plain("LASTEVENT_STORE", "redis"),
+				plain("LASTEVENT_REDIS_URL", "rediss://redis.example.com:6380"),
+				plain("LASTEVENT_REDIS_CLUSTER", "false"),
+				plain("LASTEVENT_REDIS_LEASE", "6s"),
+				plain("LASTEVENT_REDIS_TIMEOUT", "500ms"),
+				plain("LASTEVENT_REDIS_RETENTION", "1h"),
+				nodeID,
+			}, replicas: 2, affinity: corev1.ServiceAffinityNone, pdbs: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := chartCase{name: tc.name, chart: tc.chart, parent: tc.parent}
+			if tc.file != "" {
+				c.values = filepath.Join(tc.chart, tc.file)
+			} else {
+				// Not t.TempDir(): the subtest's name has commas, and helm
+				// splits -f on commas.
+				dir, err := os.MkdirTemp("", "lastevent-values")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				c.values = filepath.Join(dir, "values.yaml")
+				if err := os.WriteFile(c.values, []byte(tc.values), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if out, err := h.run(c.chart, c.args("lint", "--strict", ".")...); err != nil {
+				t.Fatalf("helm lint --strict: %v\n%s", err, out)
+			}
+			m := render(t, h, c)
+			leValues, parentValues := c.mergedValues(t, h)
+			checkManifests(t, c, m, leValues, parentValues)
+			env := lasteventEnv(t, m)
+			for _, w := range tc.want {
+				if got, ok := env[w.Name]; !ok || !reflect.DeepEqual(got, w) {
+					g, _ := json.Marshal(got)
+					e, _ := json.Marshal(w)
+					t.Errorf("env %s: got %s, want %s", w.Name, g, e)
+				}
+			}
+			for _, name := range storeVars {
+				if !slices.ContainsFunc(tc.want, func(e corev1.EnvVar) bool { return e.Name == name }) {
+					if _, ok := env[name]; ok {
+						t.Errorf("env %s rendered, want it absent", name)
+					}
+				}
+			}
+			if r := m.deployments[0].Spec.Replicas; r == nil || *r != tc.replicas {
+				t.Errorf("replicas %v, want %d", r, tc.replicas)
+			}
+			for _, s := range m.services {
+				if s.Labels["app.kubernetes.io/component"] != "metrics" && s.Spec.SessionAffinity != tc.affinity {
+					t.Errorf("Service %s: sessionAffinity %q, want %q", s.Name, s.Spec.SessionAffinity, tc.affinity)
+				}
+			}
+			if !tc.parent && len(m.pdbs) != tc.pdbs {
+				t.Errorf("%d PodDisruptionBudgets, want %d", len(m.pdbs), tc.pdbs)
+			}
+		})
+	}
+
+	// The include path: my-app's own Deployment with lastevent.container and
+	// with the piecewise lastevent.env, its Service without affinity.
+	for _, extra := range [][]string{nil, {"--set", "piecewise=true"}} {
+		c := chartCase{chart: app, values: filepath.Join(app, "ci/redis-values.yaml"), parent: true}
+		m := render(t, h, c, extra...)
+		env := lasteventEnv(t, m)
+		want := []corev1.EnvVar{
+			plain("LASTEVENT_STORE", "redis"),
+			fromSecret("LASTEVENT_REDIS_URL", "my-app-redis", "url"),
+			plain("LASTEVENT_REDIS_LEASE", "10s"),
+			plain("LASTEVENT_REDIS_TIMEOUT", "1s"),
+			nodeID,
+		}
+		for _, w := range want {
+			if got := env[w.Name]; !reflect.DeepEqual(got, w) {
+				g, _ := json.Marshal(got)
+				e, _ := json.Marshal(w)
+				t.Errorf("my-app %v: env %s: got %s, want %s", extra, w.Name, g, e)
+			}
+		}
+		if _, ok := env["LASTEVENT_REDIS_PASSWORD"]; ok {
+			t.Errorf("my-app %v: LASTEVENT_REDIS_PASSWORD rendered without redis.passwordSecret", extra)
+		}
+		for _, s := range m.services {
+			if s.Labels["app.kubernetes.io/component"] != "metrics" && s.Spec.SessionAffinity != corev1.ServiceAffinityNone {
+				t.Errorf("my-app %v: Service %s: sessionAffinity %q, want None", extra, s.Name, s.Spec.SessionAffinity)
+			}
 		}
 	}
 }

@@ -109,20 +109,102 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.config.LASTEVENT_UPSTREAM_URL | default (printf "http://127.0.0.1:%v" .Values.upstreamPort) }}
 {{- end }}
 
-{{/* env: every LASTEVENT_* setting of .Values.config, sorted by name. */}}
+{{/*
+The settings the chart renders from store and redis.* instead of config:
+a password must come from a Secret, the node id from the pod name.
+LASTEVENT_CLOCK_OFFSET (a testing aid that skews the id clock) is not set.
+*/}}
+{{- define "lastevent.storeSettings" -}}
+{{- toJson (list "LASTEVENT_STORE" "LASTEVENT_REDIS_URL" "LASTEVENT_REDIS_PASSWORD" "LASTEVENT_REDIS_CLUSTER" "LASTEVENT_NODE_ID" "LASTEVENT_REDIS_LEASE" "LASTEVENT_REDIS_TIMEOUT" "LASTEVENT_REDIS_RETENTION" "LASTEVENT_CLOCK_OFFSET") }}
+{{- end }}
+
+{{/* A {name, key} Secret reference from values; fails when half of it is set. */}}
+{{- define "lastevent.secretKeyRef" -}}
+{{- $what := index . 0 }}
+{{- $ref := index . 1 | default dict }}
+{{- $name := $ref.name | default "" | toString | trim }}
+{{- $key := $ref.key | default "" | toString | trim }}
+{{- if and $name (not $key) }}
+{{- fail (printf "%s.name is %q but %s.key is empty: name the Secret's key" $what $name $what) }}
+{{- end }}
+{{- if $name }}
+{{- toJson (dict "secretKeyRef" (dict "name" $name "key" $key)) }}
+{{- end }}
+{{- end }}
+
+{{/* The store settings as env entries (a name -> entry dict, as JSON). */}}
+{{- define "lastevent.storeEnv" -}}
+{{- $store := .Values.store | default "memory" | toString }}
+{{- if not (has $store (list "memory" "redis")) }}
+{{- fail (printf "store %q: want memory or redis" $store) }}
+{{- end }}
+{{- $env := dict "LASTEVENT_STORE" (dict "name" "LASTEVENT_STORE" "value" $store) }}
+{{- if eq $store "redis" }}
+{{- $r := .Values.redis | default dict }}
+{{- $url := $r.url | default "" | toString | trim }}
+{{- $urlRef := include "lastevent.secretKeyRef" (list "redis.urlSecret" $r.urlSecret) }}
+{{- if and $url $urlRef }}
+{{- fail "store=redis: set redis.url or redis.urlSecret.name, not both" }}
+{{- else if $url }}
+{{- if not (regexMatch "^rediss?://" $url) }}
+{{- fail (printf "redis.url %q: want redis://host:port or rediss://host:port" $url) }}
+{{- end }}
+{{- if regexMatch "^rediss?://[^/@?#]*:[^/@?#]*@" $url }}
+{{- fail "redis.url carries a password, which would stand in plain text in the pod spec: take it out of the URL and set redis.passwordSecret (an existing Secret), or put the whole URL in a Secret (redis.urlSecret)" }}
+{{- end }}
+{{- $_ := set $env "LASTEVENT_REDIS_URL" (dict "name" "LASTEVENT_REDIS_URL" "value" $url) }}
+{{- else if $urlRef }}
+{{- $_ := set $env "LASTEVENT_REDIS_URL" (dict "name" "LASTEVENT_REDIS_URL" "valueFrom" (fromJson $urlRef)) }}
+{{- else }}
+{{- fail "store=redis needs the address of an existing Redis: set redis.url (e.g. redis://redis-master.redis.svc:6379) or redis.urlSecret.name and redis.urlSecret.key (a Secret holding the URL)" }}
+{{- end }}
+{{- with include "lastevent.secretKeyRef" (list "redis.passwordSecret" $r.passwordSecret) }}
+{{- $_ := set $env "LASTEVENT_REDIS_PASSWORD" (dict "name" "LASTEVENT_REDIS_PASSWORD" "valueFrom" (fromJson .)) }}
+{{- end }}
+{{- if not (kindIs "bool" $r.cluster) }}
+{{- fail (printf "redis.cluster %v: want true or false" $r.cluster) }}
+{{- end }}
+{{- $_ := set $env "LASTEVENT_REDIS_CLUSTER" (dict "name" "LASTEVENT_REDIS_CLUSTER" "value" (toString $r.cluster)) }}
+{{- range $field, $name := dict "lease" "LASTEVENT_REDIS_LEASE" "timeout" "LASTEVENT_REDIS_TIMEOUT" "retention" "LASTEVENT_REDIS_RETENTION" }}
+{{- $d := index $r $field | default "" | toString | trim }}
+{{- if or (not (regexMatch "^([0-9]+(\\.[0-9]+)?(h|ms|m|s|us|µs|ns))+$" $d)) (not (regexMatch "[1-9]" $d)) }}
+{{- fail (printf "redis.%s %q: want a positive Go duration such as 6s, 500ms or 1h" $field $d) }}
+{{- end }}
+{{- $_ := set $env $name (dict "name" $name "value" $d) }}
+{{- end }}
+{{- /* Names lease holders: unique per pod, and the hostname default would be the same. */}}
+{{- $_ := set $env "LASTEVENT_NODE_ID" (dict "name" "LASTEVENT_NODE_ID" "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.name"))) }}
+{{- end }}
+{{- toJson $env }}
+{{- end }}
+
+{{/*
+env: every LASTEVENT_* setting of .Values.config, plus the store settings
+(from store and redis.*), sorted by name.
+*/}}
 {{- define "lastevent.env" -}}
-{{- $env := list }}
+{{- $managed := include "lastevent.storeSettings" . | fromJsonArray }}
+{{- $env := include "lastevent.storeEnv" . | fromJson }}
 {{- range $k, $v := .Values.config }}
 {{- if not (hasPrefix "LASTEVENT_" $k) }}
 {{- fail (printf "config.%s: only LASTEVENT_* settings belong in config" $k) }}
+{{- end }}
+{{- if eq $k "LASTEVENT_CLOCK_OFFSET" }}
+{{- fail "config.LASTEVENT_CLOCK_OFFSET: a testing aid (it skews the clock of ids), not settable through the chart" }}
+{{- else if has $k $managed }}
+{{- fail (printf "config.%s: set it through store and redis.* (url, urlSecret, passwordSecret, cluster, lease, timeout, retention), not config; a password only ever comes from a Secret" $k) }}
 {{- end }}
 {{- $value := toString $v }}
 {{- if eq $k "LASTEVENT_UPSTREAM_URL" }}
 {{- $value = include "lastevent.upstreamURL" $ }}
 {{- end }}
-{{- $env = append $env (dict "name" $k "value" $value) }}
+{{- $_ := set $env $k (dict "name" $k "value" $value) }}
 {{- end }}
-{{- toYaml $env }}
+{{- $list := list }}
+{{- range $k := keys $env | sortAlpha }}
+{{- $list = append $list (get $env $k) }}
+{{- end }}
+{{- toYaml $list }}
 {{- end }}
 
 {{/* ports: "lastevent" (clients) and "lastevent-admin", from the listen addresses. */}}
