@@ -4,8 +4,10 @@ package test
 // (LASTEVENT_CLOCK_OFFSET=-1h). Clients keep moving across the replicas
 // through the balancer while: replica-0 (on time) owns the stream; Redis is
 // restarted empty (system-sync, new generations made by whichever replica
-// answers, the skewed one included); and finally replica-0 and replica-2
-// are killed, so that the skewed replica-1 takes over and issues every id.
+// answers); replica-0 and replica-2 are killed, so that the skewed
+// replica-1 takes over; and Redis is restarted empty once more, so that the
+// skewed replica alone labels the frames from then on, with its clock an
+// hour behind every id the clients hold.
 // Each client's ids must still strictly increase as strings throughout, with
 // no duplicate and no silent gap.
 
@@ -99,6 +101,16 @@ func TestReplicaClockSkew(t *testing.T) {
 		fcFirst.Stop() // its replica is gone
 		ok = waitN(f.N()+30, replicaLease+15*time.Second)
 		t.Logf("phase 3 (only the skewed replica-1 left) until n=%d", f.N())
+	}
+	if ok {
+		// Redis loses everything again: the skewed replica alone must label
+		// the frames from now on, an hour behind the ids clients hold.
+		rs.redis.Restart(t)
+		for _, c := range rest {
+			c.Drop()
+		}
+		ok = waitN(f.N()+30, 15*time.Second)
+		t.Logf("phase 4 (Redis restarted empty, only the skewed replica-1) until n=%d", f.N())
 	}
 	stop()
 	final := f.Stop()

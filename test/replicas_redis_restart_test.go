@@ -47,12 +47,17 @@ func TestReplicaRedisRestartedEmpty(t *testing.T) {
 	nAt := f.N()
 	rs.redis.Restart(t)
 	t.Logf("redis restarted empty at n=%d (owner was replica-%d)", nAt, owner)
-	time.Sleep(time.Second)
-	// Every client resumes with its old id on the next replica.
+	// Every client resumes with its old id on the next replica, at once
+	// (the followers may not have noticed yet) and again a second later.
 	for _, c := range clients {
 		c.Drop()
 	}
-	ok := fc.waitAll(t, f.N()+20, 15*time.Second)
+	ok := fc.waitAll(t, f.N()+10, 15*time.Second)
+	time.Sleep(time.Second)
+	for _, c := range clients {
+		c.Drop()
+	}
+	ok = ok && fc.waitAll(t, f.N()+20, 15*time.Second)
 	if ok {
 		// And once more, now with ids of the new generation.
 		for _, c := range clients {

@@ -26,7 +26,7 @@ func readTicks(t *testing.T, who string, c *wireClient, tag string, first, n int
 	for len(evs) < n {
 		ev, err := c.TryNext(5 * time.Second)
 		if err != nil {
-			t.Fatalf("%s: waiting for n=%d: %v; seen so far: %s", who, first+len(evs), err, replicaHistory(evs))
+			t.Fatalf("%s: waiting for event %d of %d (ticks n=%d..%d expected): %v; seen so far: %s", who, len(evs)+1, n, first, first+n-1, err, replicaHistory(evs))
 		}
 		evs = append(evs, ev)
 	}
