@@ -14,6 +14,7 @@ import (
 	vm "github.com/VictoriaMetrics/metrics"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	"github.com/lastevent/lastevent/replay"
 	"github.com/lastevent/lastevent/replay/redisstore"
@@ -437,6 +438,11 @@ func (s *stream) setupFollow(gen replay.Gen) (owner bool, err error) {
 		return false, err
 	}
 	h.gens.Observe(gen)
+	if res, err := redisstore.Resolve(ctx, h.reps.rdb, gen, h.cfg.Redis.Timeout); err == nil && s.header.Load() == nil {
+		if hdr := res.Attrs["headers"]; hdr != "" {
+			s.header.Store(parseSharedHeaders(hdr))
+		}
+	}
 	r.storeP.Store(st)
 	r.redisGen.Store(&gen)
 	if gen != s.gen {
@@ -995,4 +1001,35 @@ func (s *stream) redisLog() *redisstore.Store {
 		return nil
 	}
 	return s.rep.st()
+}
+
+// shareHeaders records the upstream's response headers in Redis, so that
+// clients of followers get them too (CORS above all). Set-Cookie is left out:
+// it goes only to the client that opened the stream, and it is a credential.
+func (s *stream) shareHeaders(h *fasthttp.ResponseHeader) {
+	st := s.redisLog()
+	if st == nil || s.rep.role.Load() != roleOwner {
+		return
+	}
+	var b strings.Builder
+	for k, v := range h.All() {
+		if strings.EqualFold(string(k), "Set-Cookie") {
+			continue
+		}
+		b.Write(k)
+		b.WriteString(": ")
+		b.Write(v)
+		b.WriteByte('\n')
+	}
+	s.hub.reps.report(st.SetAttrs(context.Background(), map[string]string{"headers": b.String()}))
+}
+
+func parseSharedHeaders(text string) *fasthttp.ResponseHeader {
+	h := &fasthttp.ResponseHeader{}
+	for line := range strings.SplitSeq(text, "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			h.Add(k, v)
+		}
+	}
+	return h
 }
