@@ -413,6 +413,24 @@ func (s *stream) setupCreate() {
 	r.nextTry = time.Now().Add(s.retryEvery())
 }
 
+// leased reports whether a replica holds the lease of the log gen: a stream
+// that lives. (A log's keys outlive its last owner by the retention time.)
+func (h *Hub) leased(ctx context.Context, gen replay.Gen) (bool, error) {
+	st, err := h.storeOf(ctx, gen)
+	if errors.Is(err, redisstore.ErrUnknownGeneration) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	m, err := st.Meta(ctx)
+	h.reps.report(err)
+	if errors.Is(err, redisstore.ErrUnknownGeneration) {
+		return false, nil
+	}
+	return m.Holder != "", err
+}
+
 func (s *stream) becomeOwner(st *redisstore.Store) {
 	r := s.rep
 	r.storeP.Store(st)
@@ -663,6 +681,12 @@ func (s *stream) writeBack() bool {
 		if _, err := st.Create(ctx, h.cfg.Redis.Lease); err != nil {
 			h.reps.report(err)
 			st.Close()
+			if errors.Is(err, redisstore.ErrGenerationExists) {
+				// A half-done earlier attempt left this label in Redis:
+				// frames from here on get a fresh one (no id was issued
+				// under it yet past this point's clients).
+				s.relabel(s.seq.Load() + 1)
+			}
 			return false
 		}
 		if err := st.SetAttrs(ctx, map[string]string{"khash": r.khash}); err != nil {
@@ -678,7 +702,11 @@ func (s *stream) writeBack() bool {
 				return false
 			}
 			if !old.IsZero() {
-				if _, err := redisstore.Resolve(ctx, h.reps.rdb, old, h.cfg.Redis.Timeout); err == nil {
+				if alive, err := h.leased(ctx, old); err != nil || alive {
+					if err != nil {
+						st.Close()
+						return false
+					}
 					// Another replica runs this key's stream now: two
 					// writers must not share it. End this one.
 					st.Close()
@@ -975,7 +1003,10 @@ func (h *Hub) redisState() redisState {
 	st := redisState{State: "ok", Addr: h.cfg.Redis.Addr, NodeID: h.cfg.Redis.NodeID, Errors: h.reps.errs.Load()}
 	if !h.reps.up.Load() {
 		st.State = "degraded"
-		st.Error = strings.ReplaceAll(*h.reps.lastErr.Load(), h.cfg.Redis.Password, "***")
+		st.Error = *h.reps.lastErr.Load()
+		if pw := h.cfg.Redis.Password; pw != "" {
+			st.Error = strings.ReplaceAll(st.Error, pw, "***")
+		}
 	}
 	return st
 }
