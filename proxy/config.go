@@ -369,7 +369,7 @@ func (r RawConfig) Parse() (Config, error) {
 		if rc.Lease > 0 && rc.Lease < 300*time.Millisecond {
 			bad("REDIS_LEASE", r.RedisLease, "must be at least 300ms")
 		}
-		if rc.Lease > 0 && rc.Timeout > 0 && rc.Timeout*2 > rc.Lease {
+		if rc.Lease >= 300*time.Millisecond && rc.Timeout > 0 && rc.Timeout*2 > rc.Lease {
 			bad("REDIS_TIMEOUT", r.RedisTimeout, "must be at most half of LASTEVENT_REDIS_LEASE, or a slow call outlives the lease")
 		}
 		c.Redis = rc
@@ -472,6 +472,9 @@ func durAny(name, v string, bad func(name, value, rule string)) time.Duration {
 // redisAddr checks a Redis URL with go-redis's own parser (so what passes
 // here is what the client accepts) and returns the first host:port.
 func redisAddr(raw string, cluster bool) (string, error) {
+	if !strings.Contains(raw, "://") {
+		return "", errors.New("scheme must be redis or rediss (TLS), e.g. redis://redis:6379")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", errors.New("is not a URL")
@@ -500,7 +503,10 @@ func redisAddr(raw string, cluster bool) (string, error) {
 func redactURL(raw string) string {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		return "(unparsable URL)"
+		if strings.Contains(raw, "@") {
+			return "(unparsable URL)" // it may hold a password
+		}
+		return raw
 	}
 	return u.Redacted()
 }

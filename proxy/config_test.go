@@ -257,6 +257,20 @@ func TestParseRules(t *testing.T) {
 		{"SYSTEM_SYNC_DATA", "{\n}", "must be one non-empty line", nil},
 		{"SYSTEM_SYNC_DATA", " ", "must be one non-empty line", nil},
 		{"SHUTDOWN_GRACE", "0", "must be greater than 0", nil},
+		{"STORE", "disk", "must be memory or redis", nil},
+		{"STORE", "Redis", "must be memory or redis", nil},
+		{"REDIS_URL", "", "is required with LASTEVENT_STORE=redis", map[string]string{"STORE": "redis"}},
+		{"REDIS_URL", "127.0.0.1:6379", "scheme must be redis or rediss", map[string]string{"STORE": "redis"}},
+		{"REDIS_URL", "http://redis:6379", "scheme must be redis or rediss", map[string]string{"STORE": "redis"}},
+		{"REDIS_URL", "redis://", "must name a host", map[string]string{"STORE": "redis"}},
+		{"REDIS_URL", "redis://redis:6379/notadb", "invalid database number", map[string]string{"STORE": "redis"}},
+		{"REDIS_CLUSTER", "yes", "must be true or false", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
+		{"NODE_ID", "pod 1", "without spaces or control characters", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
+		{"REDIS_LEASE", "100ms", "at least 300ms", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
+		{"REDIS_LEASE", "0", "must be greater than 0", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
+		{"REDIS_TIMEOUT", "4s", "at most half of LASTEVENT_REDIS_LEASE", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
+		{"REDIS_RETENTION", "-1h", "must be greater than 0", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
+		{"CLOCK_OFFSET", "an hour", "must be a duration", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
@@ -281,6 +295,42 @@ func TestParseRules(t *testing.T) {
 				t.Fatalf("error %q does not say %q", lines[0], tc.rule)
 			}
 		})
+	}
+}
+
+// TestParseRedis: the Redis settings parse into RedisConfig; a password in
+// the URL never shows in an error.
+func TestParseRedis(t *testing.T) {
+	raw := defaultRaw(t)
+	if cfg, err := raw.Parse(); err != nil || cfg.Redis != nil {
+		t.Fatalf("memory by default: %+v %v", cfg.Redis, err)
+	}
+	setVar(t, &raw, "STORE", "redis")
+	setVar(t, &raw, "REDIS_URL", "rediss://user:hunter2@redis.internal:6380/2")
+	setVar(t, &raw, "NODE_ID", "pod-7")
+	setVar(t, &raw, "CLOCK_OFFSET", "-1h")
+	cfg, err := raw.Parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Redis
+	if r == nil || r.Addr != "redis.internal:6380" || r.NodeID != "pod-7" || r.Lease != 6*time.Second ||
+		r.Timeout != 500*time.Millisecond || r.Retention != time.Hour || r.Cluster || cfg.ClockOffset != -time.Hour {
+		t.Fatalf("parsed %+v offset %v", r, cfg.ClockOffset)
+	}
+	setVar(t, &raw, "NODE_ID", "")
+	if cfg, err := raw.Parse(); err != nil || cfg.Redis.NodeID == "" {
+		t.Fatalf("the node id defaults to the hostname: %+v %v", cfg.Redis, err)
+	}
+	setVar(t, &raw, "REDIS_URL", "redis://user:hunter2@redis:6379/x")
+	_, err = raw.Parse()
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "LASTEVENT_REDIS_URL=") {
+		t.Fatalf("bad URL error %v", err)
+	}
+	setVar(t, &raw, "REDIS_URL", "redis://a:7000?addr=b:7001&addr=c:7002")
+	setVar(t, &raw, "REDIS_CLUSTER", "true")
+	if cfg, err := raw.Parse(); err != nil || !cfg.Redis.Cluster || cfg.Redis.Addr != "a:7000" {
+		t.Fatalf("cluster URL: %+v %v", cfg.Redis, err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	vm "github.com/VictoriaMetrics/metrics"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	"github.com/lastevent/lastevent/replay"
 	"github.com/lastevent/lastevent/replay/redisstore"
@@ -412,6 +413,24 @@ func (s *stream) setupCreate() {
 	r.nextTry = time.Now().Add(s.retryEvery())
 }
 
+// leased reports whether a replica holds the lease of the log gen: a stream
+// that lives. (A log's keys outlive its last owner by the retention time.)
+func (h *Hub) leased(ctx context.Context, gen replay.Gen) (bool, error) {
+	st, err := h.storeOf(ctx, gen)
+	if errors.Is(err, redisstore.ErrUnknownGeneration) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	m, err := st.Meta(ctx)
+	h.reps.report(err)
+	if errors.Is(err, redisstore.ErrUnknownGeneration) {
+		return false, nil
+	}
+	return m.Holder != "", err
+}
+
 func (s *stream) becomeOwner(st *redisstore.Store) {
 	r := s.rep
 	r.storeP.Store(st)
@@ -437,6 +456,11 @@ func (s *stream) setupFollow(gen replay.Gen) (owner bool, err error) {
 		return false, err
 	}
 	h.gens.Observe(gen)
+	if res, err := redisstore.Resolve(ctx, h.reps.rdb, gen, h.cfg.Redis.Timeout); err == nil && s.header.Load() == nil {
+		if hdr := res.Attrs["headers"]; hdr != "" {
+			s.header.Store(parseSharedHeaders(hdr))
+		}
+	}
 	r.storeP.Store(st)
 	r.redisGen.Store(&gen)
 	if gen != s.gen {
@@ -657,6 +681,12 @@ func (s *stream) writeBack() bool {
 		if _, err := st.Create(ctx, h.cfg.Redis.Lease); err != nil {
 			h.reps.report(err)
 			st.Close()
+			if errors.Is(err, redisstore.ErrGenerationExists) {
+				// A half-done earlier attempt left this label in Redis:
+				// frames from here on get a fresh one (no id was issued
+				// under it yet past this point's clients).
+				s.relabel(s.seq.Load() + 1)
+			}
 			return false
 		}
 		if err := st.SetAttrs(ctx, map[string]string{"khash": r.khash}); err != nil {
@@ -672,7 +702,11 @@ func (s *stream) writeBack() bool {
 				return false
 			}
 			if !old.IsZero() {
-				if _, err := redisstore.Resolve(ctx, h.reps.rdb, old, h.cfg.Redis.Timeout); err == nil {
+				if alive, err := h.leased(ctx, old); err != nil || alive {
+					if err != nil {
+						st.Close()
+						return false
+					}
 					// Another replica runs this key's stream now: two
 					// writers must not share it. End this one.
 					st.Close()
@@ -969,7 +1003,10 @@ func (h *Hub) redisState() redisState {
 	st := redisState{State: "ok", Addr: h.cfg.Redis.Addr, NodeID: h.cfg.Redis.NodeID, Errors: h.reps.errs.Load()}
 	if !h.reps.up.Load() {
 		st.State = "degraded"
-		st.Error = strings.ReplaceAll(*h.reps.lastErr.Load(), h.cfg.Redis.Password, "***")
+		st.Error = *h.reps.lastErr.Load()
+		if pw := h.cfg.Redis.Password; pw != "" {
+			st.Error = strings.ReplaceAll(st.Error, pw, "***")
+		}
 	}
 	return st
 }
@@ -995,4 +1032,35 @@ func (s *stream) redisLog() *redisstore.Store {
 		return nil
 	}
 	return s.rep.st()
+}
+
+// shareHeaders records the upstream's response headers in Redis, so that
+// clients of followers get them too (CORS above all). Set-Cookie is left out:
+// it goes only to the client that opened the stream, and it is a credential.
+func (s *stream) shareHeaders(h *fasthttp.ResponseHeader) {
+	st := s.redisLog()
+	if st == nil || s.rep.role.Load() != roleOwner {
+		return
+	}
+	var b strings.Builder
+	for k, v := range h.All() {
+		if strings.EqualFold(string(k), "Set-Cookie") {
+			continue
+		}
+		b.Write(k)
+		b.WriteString(": ")
+		b.Write(v)
+		b.WriteByte('\n')
+	}
+	s.hub.reps.report(st.SetAttrs(context.Background(), map[string]string{"headers": b.String()}))
+}
+
+func parseSharedHeaders(text string) *fasthttp.ResponseHeader {
+	h := &fasthttp.ResponseHeader{}
+	for line := range strings.SplitSeq(text, "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			h.Add(k, v)
+		}
+	}
+	return h
 }

@@ -167,6 +167,7 @@ func (s *stream) runUpstream(takeover bool) {
 				h := &fasthttp.ResponseHeader{}
 				copyResponseHeaders(h, &resp.Header)
 				s.header.Store(h)
+				s.shareHeaders(h)
 			}
 			s.state.Store(stateLive)
 			s.markReady(nil)
