@@ -26,7 +26,7 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 
 func runRedisUnreachable(t *testing.T, busy bool) {
 	const password = "s3cret-pw-77"
-	port := freePort(t)
+	port := loopbackPort(t)
 	r := newRedis(t, port, "--requirepass", password) // not started yet
 	url := fmt.Sprintf("redis://:%s@%s", password, r.Addr())
 	up := startUpstream(t)

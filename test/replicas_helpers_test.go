@@ -80,8 +80,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
+// loopbackPort returns a loopback port that was free a moment ago.
+func loopbackPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -94,13 +94,13 @@ func freePort(t testing.TB) int {
 // startRedis starts a private redis-server; extra arguments are passed on.
 func startRedis(t testing.TB, args ...string) *redisProc {
 	t.Helper()
-	r := newRedis(t, freePort(t), args...)
+	r := newRedis(t, loopbackPort(t), args...)
 	var err error
 	for try := 0; try < 3; try++ {
 		if err = r.Start(); err == nil {
 			return r
 		}
-		r.port = freePort(t) // taken meanwhile by someone else: another port
+		r.port = loopbackPort(t) // taken meanwhile by someone else: another port
 	}
 	t.Fatalf("starting redis-server: %v", err)
 	return nil
