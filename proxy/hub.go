@@ -265,12 +265,18 @@ func (h *Hub) attach(r *request) attachment {
 		case d.resum:
 			oldest, newest := s.log.Bounds()
 			if st := s.redisLog(); st != nil {
-				// A follower's local log starts where it began to follow;
-				// older frames are read from Redis.
-				if o, _ := st.Bounds(); o < oldest {
-					oldest = o
+				// A follower's local log starts where it began to follow,
+				// and its tail may lag behind Redis: older and newer frames
+				// than it holds are read from Redis (one round trip).
+				if oldest > newest {
+					oldest = s.seq.Load() + 1 // empty: it holds nothing yet
 				}
 				newest = s.seq.Load()
+				if d.resume+1 < oldest || d.resume > newest {
+					if o, n := st.Bounds(); o <= n {
+						oldest, newest = min(oldest, o), max(newest, n)
+					}
+				}
 			}
 			reason := ""
 			lo, hi, ok := s.labelRange(d.idGen)

@@ -213,8 +213,13 @@ type repState struct {
 	role     atomic.Int32
 	redisGen atomic.Pointer[replay.Gen] // the Redis log's generation, for /debug/stream-state
 
-	pendingFrom uint64    // first sequence not yet in Redis (0: none); the owner is degraded
-	nextTry     time.Time // when a degraded owner tries Redis again
+	// wmu serialises the writer's publish (Redis append, local append) with
+	// the write-back loop, and guards the fields below it.
+	wmu         sync.Mutex
+	pendingFrom uint64           // first sequence not yet in Redis (0: none); the owner is degraded
+	retrying    bool             // the write-back loop runs
+	upID        []byte           // the upstream's last event id as of the newest frame, for Redis
+	lastLabel   [genTextLen]byte // a follower's last label seen in a frame (learnLabel)
 	demote      atomic.Bool
 	labelsMu    sync.Mutex
 	stopRenew   chan struct{}
@@ -320,16 +325,21 @@ func (s *stream) runReplicated() {
 			}
 			takeover = acquired
 		default:
+			r.wmu.Lock()
 			s.startRenew()
+			r.wmu.Unlock()
 			s.runUpstream(takeover)
+			r.wmu.Lock()
 			s.stopRenewLoop()
+			pending := r.pendingFrom != 0
+			r.wmu.Unlock()
 			if !r.demote.Load() {
 				return
 			}
 			// Another replica owns the stream now: follow it from where
 			// this one's log ends (every frame delivered here is in Redis).
 			r.demote.Store(false)
-			if r.pendingFrom != 0 {
+			if pending {
 				s.hub.log.Warn().Str("stream", genText(s.gen)).Msg("another replica took the stream over while Redis did not answer; ending it here (clients reconnect and get a sync event)")
 				return
 			}
@@ -409,8 +419,10 @@ func (s *stream) setupCreate() {
 	// Redis did not answer: run here alone; the frames are written back
 	// when it does.
 	r.role.Store(roleLocal)
+	r.wmu.Lock()
 	r.pendingFrom = 1
-	r.nextTry = time.Now().Add(s.retryEvery())
+	s.startWriteBack()
+	r.wmu.Unlock()
 }
 
 // leased reports whether a replica holds the lease of the log gen: a stream
@@ -505,6 +517,17 @@ func (s *stream) tryAcquire(st *redisstore.Store) bool {
 			return false
 		}
 	}
+	// Frames from here on carry a new label: the previous owner may have
+	// gone on alone under a label of its own (cut off from Redis, see
+	// commit), and this one is newer than it, so a client moving from that
+	// owner to this stream still sees increasing ids (after a sync event).
+	s.relabel(m.Newest + 1)
+	ls := s.labelList()
+	if err := st.SetAlias(ctx, ls[len(ls)-1].gen, m.Newest+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
+		h.reps.report(err)
+		_ = st.Release(ctx)
+		return false
+	}
 	s.upLastID = append(s.upLastID[:0], m.UpstreamID...)
 	r.role.Store(roleOwner)
 	h.log.Info().Str("stream", genText(s.gen)).Uint64("seq", m.Newest).Msg("took the stream over")
@@ -514,6 +537,7 @@ func (s *stream) tryAcquire(st *redisstore.Store) bool {
 // appendFollowed puts a frame tailed from Redis into the local log and wakes
 // the clients.
 func (s *stream) appendFollowed(seq uint64, f []byte) error {
+	s.learnLabel(seq, f)
 	if s.log.Append(seq, f) != nil {
 		return errStopped
 	}
@@ -521,6 +545,38 @@ func (s *stream) appendFollowed(seq uint64, f []byte) error {
 	s.hub.metrics.framesIn.Inc()
 	s.wakeAll()
 	return nil
+}
+
+// genTextLen is the length of a generation in an id's text form.
+const genTextLen = replay.TextLen - 14
+
+// learnLabel notes the generation of the id a followed frame carries (the
+// owner's label, which changes at a takeover or after Redis was down), so
+// that the sync events this replica writes carry the same, current label.
+// Frames start with their id line ("id: <id>"); comparing its generation
+// with the last one seen costs no allocation.
+func (s *stream) learnLabel(seq uint64, f []byte) {
+	if len(f) < 4+replay.TextLen || string(f[:4]) != "id: " {
+		return
+	}
+	text := f[4 : 4+replay.TextLen]
+	r := s.rep
+	if string(text[:genTextLen]) == string(r.lastLabel[:]) {
+		return
+	}
+	id, err := replay.ParseID(text)
+	if err != nil || id.Seq != seq {
+		return
+	}
+	copy(r.lastLabel[:], text[:genTextLen])
+	if _, _, known := s.labelRange(id.Gen); known {
+		return
+	}
+	s.hub.gens.Observe(id.Gen)
+	s.addLabel(id.Gen, seq)
+	s.hub.mu.Lock()
+	s.hub.byLabel[id.Gen] = s
+	s.hub.mu.Unlock()
 }
 
 // followLoop tails the log until the stream stops (ok false), the log is
@@ -598,20 +654,18 @@ func (s *stream) followLoop() (acquired, ok bool) {
 
 // commit writes a frame to Redis before it is delivered (owner), or notes it
 // for writing back later (degraded). It reports whether to deliver it; the
-// frame is in s.scratch, encoded with the id of seq.
+// frame is in s.scratch, encoded with the id of seq. The caller holds wmu.
 func (s *stream) commit(seq uint64, marker string) bool {
 	r := s.rep
 	h := s.hub
+	r.upID = append(r.upID[:0], s.upLastID...)
 	if r.pendingFrom != 0 {
-		if time.Now().Before(r.nextTry) || !s.writeBack() {
-			return true
-		}
-		// Written back: this frame is the first to go the normal way.
+		return true // degraded: the write-back loop puts it in Redis later
 	}
 	if r.st() == nil || r.role.Load() != roleOwner {
 		return true
 	}
-	err := r.st().AppendContext(context.Background(), seq, [][]byte{s.scratch}, string(s.upLastID))
+	err := r.st().AppendContext(context.Background(), seq, [][]byte{s.scratch}, string(r.upID))
 	h.reps.report(err)
 	switch {
 	case err == nil:
@@ -628,8 +682,41 @@ func (s *stream) commit(seq uint64, marker string) bool {
 	s.relabel(seq)
 	s.reencode(seq, old, marker)
 	r.pendingFrom = seq
-	r.nextTry = time.Now().Add(s.retryEvery())
+	s.startWriteBack()
 	return true
+}
+
+// startWriteBack starts the loop that writes a degraded owner's frames back
+// once Redis answers, on its own goroutine, so that neither a quiet upstream
+// delays it nor a Redis still down stalls delivery. The caller holds wmu.
+func (s *stream) startWriteBack() {
+	r := s.rep
+	if r.retrying {
+		return
+	}
+	r.retrying = true
+	go func() {
+		t := time.NewTicker(s.retryEvery())
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				r.wmu.Lock()
+				r.retrying = false
+				r.wmu.Unlock()
+				return
+			case <-t.C:
+			}
+			r.wmu.Lock()
+			if r.pendingFrom == 0 || r.demote.Load() {
+				r.retrying = false
+				r.wmu.Unlock()
+				return
+			}
+			s.writeBack()
+			r.wmu.Unlock()
+		}
+	}()
 }
 
 // reencode rewrites the frame in s.scratch for the id of seq, after a
@@ -648,11 +735,10 @@ func (s *stream) reencode(seq uint64, old replay.ID, marker string) {
 // writeBack puts the frames this owner delivered while Redis did not answer
 // into Redis, so they resume on any replica. It reports whether the stream
 // is back to normal; on false it retries later (or the stream ends, when
-// another replica took it over).
+// another replica took it over). The caller holds wmu.
 func (s *stream) writeBack() bool {
 	h, r := s.hub, s.rep
 	ctx := context.Background()
-	r.nextTry = time.Now().Add(s.retryEvery())
 	cur := s.labelList()[len(s.labelList())-1]
 	if r.st() != nil {
 		_, err := r.st().Renew(ctx)
@@ -769,7 +855,7 @@ func (s *stream) writeBack() bool {
 		}
 		batch = append(batch, append([]byte(nil), b...))
 		if len(batch) == 256 || seq == newest {
-			if err := r.st().AppendContext(ctx, first, batch, string(s.upLastID)); err != nil {
+			if err := r.st().AppendContext(ctx, first, batch, string(r.upID)); err != nil {
 				h.reps.report(err)
 				return false
 			}
@@ -914,6 +1000,19 @@ func (h *Hub) resolveRemote(r *request) {
 	if key != "" {
 		cur, ok, err := redisstore.Index(ctx, h.reps.rdb, digest(key), timeout)
 		h.reps.report(err)
+		if err == nil && !ok {
+			// No stream for the key in Redis (it restarted empty): a local
+			// follower follows a log that is gone, and its ids sort below
+			// the ones its clients got since from the owner's new log. End
+			// it; the decision opens a new stream, with a generation above
+			// the client's id.
+			h.mu.Lock()
+			if k := h.byKey[key]; k != nil && k.rep != nil && k.rep.role.Load() == roleFollower {
+				delete(h.byKey, key)
+				go k.halt()
+			}
+			h.mu.Unlock()
+		}
 		if err != nil || !ok {
 			return
 		}
@@ -933,7 +1032,15 @@ func (h *Hub) resolveRemote(r *request) {
 	if s == nil {
 		if key != "" {
 			if k := h.byKey[key]; k != nil && !k.ending() {
-				return // opened meanwhile
+				if !k.followsStale(logGen) {
+					return // opened meanwhile
+				}
+				// This replica follows a log the key has left (Redis lost
+				// it, or its owner went on under a new log): end it, so
+				// that clients follow the key's current log, whose ids
+				// sort after the old ones.
+				delete(h.byKey, key)
+				go k.halt()
 			}
 		}
 		s = h.open(r, key, logGen)
@@ -942,6 +1049,15 @@ func (h *Hub) resolveRemote(r *request) {
 		s.addLabel(id.Gen, from)
 		h.byLabel[id.Gen] = s
 	}
+}
+
+// followsStale reports whether s is a follower of a log other than current.
+func (s *stream) followsStale(current replay.Gen) bool {
+	if s.rep == nil || s.rep.role.Load() != roleFollower {
+		return false
+	}
+	g := s.rep.redisGen.Load()
+	return g != nil && *g != current
 }
 
 // subCount is the number of attached clients.
@@ -959,8 +1075,13 @@ func (s *stream) readLog(after uint64, dst []byte, maxBytes int) ([]byte, uint64
 		return s.log.Read(after, dst, maxBytes)
 	}
 	st := s.rep.st()
+	if after >= s.seq.Load() {
+		// A client that resumed from Redis ahead of this follower's tail:
+		// nothing until the tail catches up (it wakes the client).
+		return dst, after, nil
+	}
 	oldest, newest := s.log.Bounds()
-	if st == nil || after+1 >= oldest && newest >= oldest || after >= s.seq.Load() {
+	if st == nil || after+1 >= oldest && newest >= oldest {
 		b, last, err := s.log.Read(after, dst, maxBytes)
 		if errors.Is(err, replay.ErrAhead) && newest < oldest {
 			return dst, after, nil // an empty local log: nothing yet

@@ -304,8 +304,14 @@ func (s *stream) appendMarker(reason string) {
 // clients; marker is the reason when the frame is a sync-required marker. In
 // Redis mode the frame goes to Redis first.
 func (s *stream) publish(seq uint64, marker string) {
-	if s.rep != nil && !s.commit(seq, marker) {
-		return
+	if s.rep != nil {
+		// Redis append and local append as one step against the
+		// write-back loop, which reads the local log.
+		s.rep.wmu.Lock()
+		defer s.rep.wmu.Unlock()
+		if !s.commit(seq, marker) {
+			return
+		}
 	}
 	if err := s.log.Append(seq, s.scratch); err != nil {
 		// Only possible after Close; the stream is ending.
