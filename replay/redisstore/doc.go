@@ -15,6 +15,13 @@
 //	                              own last event id), owner (node id), token (fencing counter)
 //	{le:<generation text>}:lease  a string "<token> <instance> <node id>" with a PX expiry
 //
+// Beside them (shared.go), each under a hash tag of its own:
+//
+//	{le:<label>}:meta        an alias: gen, alias (the generation whose log holds the
+//	                         frames), from (the first sequence issued under label)
+//	{le:k:<sha256 of key>}   the current generation of a stream key (ClaimIndex)
+//	{le:<generation>}:watch  set by a follower with clients (Watch), so the owner keeps going
+//
 // Entry ids are derived from the sequence, so a read from any cursor is one
 // XRANGE from "<after+1>-0" (O(log n) in Redis), sent in one MULTI with the
 // HMGET of meta's bounds. Appends trim with MAXLEN ~ capacity, which drops
