@@ -967,7 +967,7 @@ func (h *Hub) resolveRemote(r *request) {
 	}
 	h.mu.Lock()
 	switch {
-	case hasID && (h.byGen[id.Gen] != nil || h.byLabel[id.Gen] != nil):
+	case hasID && h.local(id.Gen) != nil:
 		h.mu.Unlock()
 		return
 	case !hasID && (key == "" || h.byKey[key] != nil):
@@ -1025,10 +1025,7 @@ func (h *Hub) resolveRemote(r *request) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := h.byGen[logGen]
-	if s == nil {
-		s = h.byLabel[logGen]
-	}
+	s := h.local(logGen)
 	if s == nil {
 		if key != "" {
 			if k := h.byKey[key]; k != nil && !k.ending() {
@@ -1049,6 +1046,20 @@ func (h *Hub) resolveRemote(r *request) {
 		s.addLabel(id.Gen, from)
 		h.byLabel[id.Gen] = s
 	}
+}
+
+// local returns the stream of this replica that issues ids of gen and still
+// takes clients (one whose linger ran out is as good as gone: a resume must
+// go to Redis rather than fail on it). The caller holds h.mu.
+func (h *Hub) local(gen replay.Gen) *stream {
+	s := h.byGen[gen]
+	if s == nil {
+		s = h.byLabel[gen]
+	}
+	if s == nil || s.ending() {
+		return nil
+	}
+	return s
 }
 
 // followsStale reports whether s is a follower of a log other than current.
