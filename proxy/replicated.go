@@ -1,0 +1,519 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/lastevent/lastevent/replay"
+	"github.com/lastevent/lastevent/replay/redisstore"
+)
+
+// Stream roles in Redis mode, as /debug/stream-state shows them.
+const (
+	roleLocal    int32 = iota // not (yet) in Redis: memory mode, or Redis was down when it opened
+	roleOwner                 // holds the lease, reads the upstream, appends to Redis
+	roleFollower              // tails another replica's log from Redis
+)
+
+var roleNames = [...]string{"local", "owner", "follower"}
+
+// label names the ids of a stream from a sequence on. A stream's ids change
+// generation when its frames can no longer be told apart from another
+// writer's (Redis lost the log, or the owner went on alone while Redis did
+// not answer); the sequence never jumps, so the local log and every cursor
+// stay as they are. Ids of gen name sequences from-1 on.
+type label struct {
+	gen  replay.Gen
+	from uint64
+}
+
+// repState is a stream's part in Redis mode. The fields without a lock are
+// owned by the stream's run goroutine, the only writer.
+type repState struct {
+	storeP   atomic.Pointer[redisstore.Store] // the Redis log the stream's frames go to or come from; nil: none
+	follow   replay.Gen                       // set at open: follow this existing log instead of creating one
+	keyHash  string                           // shared mode: the index entry of the stream key
+	khash    string                           // digest of target and stream-key headers, kept in meta
+	role     atomic.Int32
+	redisGen atomic.Pointer[replay.Gen] // the Redis log's generation, for /debug/stream-state
+
+	// wmu serialises the writer's publish (Redis append, local append) with
+	// the write-back loop, and guards the fields below it.
+	wmu         sync.Mutex
+	pendingFrom uint64           // first sequence not yet in Redis (0: none); the owner is degraded
+	retrying    bool             // the write-back loop runs
+	upID        []byte           // the upstream's last event id as of the newest frame, for Redis
+	lastLabel   [genTextLen]byte // a follower's last label seen in a frame (learnLabel)
+	demote      atomic.Bool
+	labelsMu    sync.Mutex
+	stopRenew   chan struct{}
+	renewDone   chan struct{}
+}
+
+// st is the stream's Redis log, nil when it has none.
+func (r *repState) st() *redisstore.Store { return r.storeP.Load() }
+
+// labels returns the stream's labels, oldest first (nil in memory mode).
+func (s *stream) labelList() []label {
+	if p := s.labels.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// addLabel records that ids of gen name sequences from-1 on.
+func (s *stream) addLabel(gen replay.Gen, from uint64) {
+	r := s.rep
+	r.labelsMu.Lock()
+	defer r.labelsMu.Unlock()
+	old := s.labelList()
+	for _, l := range old {
+		if l.gen == gen {
+			return
+		}
+	}
+	ls := make([]label, 0, len(old)+1)
+	ls = append(ls, old...)
+	ls = append(ls, label{gen: gen, from: from})
+	for i := len(ls) - 1; i > 0 && ls[i].from < ls[i-1].from; i-- {
+		ls[i], ls[i-1] = ls[i-1], ls[i]
+	}
+	s.labels.Store(&ls)
+}
+
+// labelRange returns the sequences the ids of gen may name in s.
+func (s *stream) labelRange(gen replay.Gen) (lo, hi uint64, ok bool) {
+	if s.rep == nil {
+		return 0, ^uint64(0), gen == s.gen
+	}
+	ls := s.labelList()
+	for i, l := range ls {
+		if l.gen != gen {
+			continue
+		}
+		lo, hi = 0, ^uint64(0)
+		if l.from > 0 {
+			lo = l.from - 1
+		}
+		if i+1 < len(ls) {
+			hi = ls[i+1].from - 1
+		}
+		return lo, hi, true
+	}
+	return 0, 0, false
+}
+
+// relabel starts a new label at seq: this owner goes on without Redis, so
+// its ids must differ from any a new owner could issue for the same
+// sequences.
+func (s *stream) relabel(seq uint64) {
+	h := s.hub
+	for _, l := range s.labelList() {
+		h.gens.Observe(l.gen)
+	}
+	gen := h.gens.Next()
+	s.addLabel(gen, seq)
+	h.mu.Lock()
+	h.byLabel[gen] = s
+	h.mu.Unlock()
+}
+
+// runReplicated is run in Redis mode: it settles the stream's place in Redis
+// (create a log, follow one, or take one over), then plays its role until
+// the stream stops.
+func (s *stream) runReplicated() {
+	r := s.rep
+	takeover := false
+	if !r.follow.IsZero() {
+		owner, err := s.setupFollow(r.follow)
+		if err != nil {
+			s.hub.log.Warn().Err(err).Str("stream", genText(s.gen)).Msg("cannot follow the stream in Redis; ending it")
+			return
+		}
+		takeover = owner
+	} else {
+		takeover = s.setupCreate()
+	}
+	s.markReadyFollower()
+	for {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		switch r.role.Load() {
+		case roleFollower:
+			acquired, ok := s.followLoop()
+			if !ok {
+				return
+			}
+			takeover = acquired
+		default:
+			r.wmu.Lock()
+			s.startRenew()
+			r.wmu.Unlock()
+			s.runUpstream(takeover)
+			r.wmu.Lock()
+			s.stopRenewLoop()
+			pending := r.pendingFrom != 0
+			r.wmu.Unlock()
+			if !r.demote.Load() {
+				return
+			}
+			// Another replica owns the stream now: follow it from where
+			// this one's log ends (every frame delivered here is in Redis).
+			r.demote.Store(false)
+			if pending {
+				s.hub.log.Warn().Str("stream", genText(s.gen)).Msg("another replica took the stream over while Redis did not answer; ending it here (clients reconnect and get a sync event)")
+				return
+			}
+			s.hub.log.Info().Str("stream", genText(s.gen)).Msg("another replica took the stream over; following it")
+			r.role.Store(roleFollower)
+			takeover = false
+		}
+	}
+}
+
+// markReadyFollower resolves ready for a follower, which has no upstream
+// answer of its own; an owner's ready is resolved by its first upstream
+// attempt.
+func (s *stream) markReadyFollower() {
+	if s.rep.role.Load() == roleFollower {
+		s.state.Store(stateLive)
+		s.markReady(nil)
+	}
+}
+
+// setupCreate makes a new log in Redis for a new stream. In shared mode it
+// first looks for the key's current stream, and follows it if it lives (or
+// takes it over if nobody owns it: then it reports takeover, and the first
+// upstream connection is a reconnect). When Redis does not answer the stream
+// runs locally and is written back later.
+func (s *stream) setupCreate() (takeover bool) {
+	h, r := s.hub, s.rep
+	ctx := context.Background()
+	if r.keyHash != "" {
+		for range 3 {
+			cur, ok, err := redisstore.Index(ctx, h.reps.rdb, r.keyHash, h.cfg.Redis.Timeout)
+			h.reps.report(err)
+			if err != nil {
+				break
+			}
+			if ok {
+				if owner, err := s.setupFollow(cur); err == nil {
+					return owner
+				}
+			}
+			st, err := h.storeOf(ctx, s.gen)
+			if err != nil && !errors.Is(err, redisstore.ErrUnknownGeneration) {
+				break
+			}
+			if _, err := st.Create(ctx, h.cfg.Redis.Lease); err != nil {
+				h.reps.report(err)
+				break
+			}
+			won, err := st.ClaimIndex(ctx, r.keyHash, cur, h.cfg.Redis.Lease+h.cfg.Redis.Retention)
+			h.reps.report(err)
+			if err == nil && won {
+				s.becomeOwner(st)
+				return false
+			}
+			// Another replica opened the key first: follow it.
+			st.Close()
+			if err != nil {
+				break
+			}
+		}
+	} else {
+		st, err := h.storeOf(ctx, s.gen)
+		if err == nil || errors.Is(err, redisstore.ErrUnknownGeneration) {
+			_, err = st.Create(ctx, h.cfg.Redis.Lease)
+			h.reps.report(err)
+			if err == nil {
+				err = st.SetAttrs(ctx, map[string]string{"khash": r.khash})
+				h.reps.report(err)
+			}
+			if err == nil {
+				s.becomeOwner(st)
+				return false
+			}
+			st.Close()
+		}
+	}
+	// Redis did not answer: run here alone; the frames are written back
+	// when it does.
+	r.role.Store(roleLocal)
+	r.wmu.Lock()
+	r.pendingFrom = 1
+	s.startWriteBack()
+	r.wmu.Unlock()
+	return false
+}
+
+func (s *stream) becomeOwner(st *redisstore.Store) {
+	r := s.rep
+	r.storeP.Store(st)
+	g := st.Gen()
+	r.redisGen.Store(&g)
+	r.role.Store(roleOwner)
+}
+
+// setupFollow attaches the stream to the existing log gen: it starts its
+// local log at the log's newest frame (older frames are read from Redis
+// when a client asks for them) and takes the lease over if nobody holds it.
+// It reports whether this replica is now the owner.
+func (s *stream) setupFollow(gen replay.Gen) (owner bool, err error) {
+	h, r := s.hub, s.rep
+	ctx := context.Background()
+	st, err := h.storeOf(ctx, gen)
+	if err != nil {
+		return false, err
+	}
+	m, err := st.Meta(ctx)
+	h.reps.report(err)
+	if err != nil {
+		return false, err
+	}
+	h.gens.Observe(gen)
+	if res, err := redisstore.Resolve(ctx, h.reps.rdb, gen, h.cfg.Redis.Timeout); err == nil && s.header.Load() == nil {
+		if hdr := res.Attrs["headers"]; hdr != "" {
+			s.header.Store(parseSharedHeaders(hdr))
+		}
+	}
+	r.storeP.Store(st)
+	r.redisGen.Store(&gen)
+	if gen != s.gen {
+		s.addLabel(gen, 1)
+		h.mu.Lock()
+		h.byLabel[gen] = s
+		h.mu.Unlock()
+	}
+	s.base.Store(m.Newest)
+	s.seq.Store(m.Newest)
+	r.role.Store(roleFollower)
+	if m.Holder == "" {
+		if ok := s.tryAcquire(st); ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// tryAcquire takes the lease of a log nobody owns, catches up with it, and
+// makes this replica the owner; the upstream is then read from the
+// upstream's last id that the previous owner recorded.
+func (s *stream) tryAcquire(st *redisstore.Store) bool {
+	h, r := s.hub, s.rep
+	ctx := context.Background()
+	if _, err := st.Acquire(ctx, h.cfg.Redis.Lease); err != nil {
+		h.reps.report(err)
+		return false
+	}
+	m, err := st.Meta(ctx)
+	h.reps.report(err)
+	if err != nil {
+		_ = st.Release(ctx)
+		return false
+	}
+	// Catch up: every frame up to the log's newest is delivered before this
+	// replica appends its first.
+	for s.seq.Load() < m.Newest {
+		if _, err := st.Tail(ctx, s.seq.Load(), s.appendFollowed); err != nil {
+			h.reps.report(err)
+			_ = st.Release(ctx)
+			return false
+		}
+	}
+	// Frames from here on carry a new label: the previous owner may have
+	// gone on alone under a label of its own (cut off from Redis, see
+	// commit), and this one is newer than it, so a client moving from that
+	// owner to this stream still sees increasing ids (after a sync event).
+	s.relabel(m.Newest + 1)
+	ls := s.labelList()
+	if err := st.SetAlias(ctx, ls[len(ls)-1].gen, m.Newest+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
+		h.reps.report(err)
+		_ = st.Release(ctx)
+		return false
+	}
+	s.upLastID = append(s.upLastID[:0], m.UpstreamID...)
+	r.role.Store(roleOwner)
+	h.log.Info().Str("stream", genText(s.gen)).Uint64("seq", m.Newest).Msg("took the stream over")
+	return true
+}
+
+// appendFollowed puts a frame tailed from Redis into the local log and wakes
+// the clients.
+func (s *stream) appendFollowed(seq uint64, f []byte) error {
+	s.learnLabel(seq, f)
+	if s.log.Append(seq, f) != nil {
+		return errStopped
+	}
+	s.seq.Store(seq)
+	s.hub.metrics.framesIn.Inc()
+	s.wakeAll()
+	return nil
+}
+
+// genTextLen is the length of a generation in an id's text form.
+const genTextLen = replay.TextLen - 14
+
+// learnLabel notes the generation of the id a followed frame carries (the
+// owner's label, which changes at a takeover or after Redis was down), so
+// that the sync events this replica writes carry the same, current label.
+// Frames start with their id line ("id: <id>"); comparing its generation
+// with the last one seen costs no allocation.
+func (s *stream) learnLabel(seq uint64, f []byte) {
+	if len(f) < 4+replay.TextLen || string(f[:4]) != "id: " {
+		return
+	}
+	text := f[4 : 4+replay.TextLen]
+	r := s.rep
+	if string(text[:genTextLen]) == string(r.lastLabel[:]) {
+		return
+	}
+	id, err := replay.ParseID(text)
+	if err != nil || id.Seq != seq {
+		return
+	}
+	copy(r.lastLabel[:], text[:genTextLen])
+	if _, _, known := s.labelRange(id.Gen); known {
+		return
+	}
+	s.hub.gens.Observe(id.Gen)
+	s.addLabel(id.Gen, seq)
+	s.hub.mu.Lock()
+	s.hub.byLabel[id.Gen] = s
+	s.hub.mu.Unlock()
+}
+
+// followLoop tails the log until the stream stops (ok false), the log is
+// gone (ok false: the stream ends, its clients reconnect and resynchronise),
+// or this replica takes the stream over (acquired).
+func (s *stream) followLoop() (acquired, ok bool) {
+	h, r := s.hub, s.rep
+	st := r.st()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	lease := h.cfg.Redis.Lease
+	nextCheck := time.Now().Add(lease / 3)
+	backoff := 50 * time.Millisecond
+	freeSeen := false
+	for {
+		if ctx.Err() != nil {
+			return false, false
+		}
+		_, err := st.Tail(ctx, s.seq.Load(), s.appendFollowed)
+		switch {
+		case err == nil:
+			h.reps.report(nil)
+			backoff = 50 * time.Millisecond
+		case ctx.Err() != nil:
+			return false, false
+		case errors.Is(err, redisstore.ErrUnknownGeneration), errors.Is(err, replay.ErrEvicted):
+			h.reps.report(err)
+			h.log.Warn().Err(err).Str("stream", genText(s.gen)).Msg("the followed log is gone or moved past this replica; ending the stream here (clients reconnect and resynchronise)")
+			return false, false
+		default:
+			h.reps.report(err)
+			t := time.NewTimer(backoff)
+			select {
+			case <-s.stop:
+				t.Stop()
+				return false, false
+			case <-t.C:
+			}
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		if time.Now().Before(nextCheck) {
+			continue
+		}
+		nextCheck = time.Now().Add(lease / 3)
+		if s.subCount() > 0 {
+			h.reps.report(st.Watch(ctx, lease))
+		}
+		m, err := st.Meta(ctx)
+		h.reps.report(err)
+		if err != nil || m.Holder != "" || s.subCount() == 0 {
+			// Nobody here needs it: let a replica with clients take it.
+			freeSeen = false
+			continue
+		}
+		if !freeSeen {
+			// Take over only on the second look: right after Redis comes
+			// back, the owner (which went on alone) gets the first chance
+			// to renew and write its frames back.
+			freeSeen = true
+			continue
+		}
+		if s.tryAcquire(st) {
+			return true, true
+		}
+	}
+}
+
+// subCount is the number of attached clients.
+func (s *stream) subCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
+// watched reports whether a follower elsewhere has clients on this owner's
+// stream, so that its linger starts over instead of ending it.
+func (s *stream) watched() bool {
+	if s.rep == nil || s.rep.role.Load() != roleOwner {
+		return false
+	}
+	st := s.rep.st()
+	if st == nil {
+		return false
+	}
+	w, err := st.Watched(context.Background())
+	s.hub.reps.report(err)
+	return err == nil && w
+}
+
+// shareHeaders records the upstream's response headers in Redis, so that
+// clients of followers get them too (CORS above all). Set-Cookie is left out:
+// it goes only to the client that opened the stream, and it is a credential.
+func (s *stream) shareHeaders(h *fasthttp.ResponseHeader) {
+	st := s.redisLog()
+	if st == nil || s.rep.role.Load() != roleOwner {
+		return
+	}
+	var b strings.Builder
+	for k, v := range h.All() {
+		if strings.EqualFold(string(k), "Set-Cookie") {
+			continue
+		}
+		b.Write(k)
+		b.WriteString(": ")
+		b.Write(v)
+		b.WriteByte('\n')
+	}
+	s.hub.reps.report(st.SetAttrs(context.Background(), map[string]string{"headers": b.String()}))
+}
+
+func parseSharedHeaders(text string) *fasthttp.ResponseHeader {
+	h := &fasthttp.ResponseHeader{}
+	for line := range strings.SplitSeq(text, "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			h.Add(k, v)
+		}
+	}
+	return h
+}

@@ -1,0 +1,305 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/lastevent/lastevent/replay"
+	"github.com/lastevent/lastevent/replay/redisstore"
+)
+
+// commit writes a frame to Redis before it is delivered (owner), or notes it
+// for writing back later (degraded). It reports whether to deliver it; the
+// frame is in s.scratch, encoded with the id of seq. The caller holds wmu.
+func (s *stream) commit(seq uint64, marker string) bool {
+	r := s.rep
+	h := s.hub
+	r.upID = append(r.upID[:0], s.upLastID...)
+	if r.pendingFrom != 0 {
+		return true // degraded: the write-back loop puts it in Redis later
+	}
+	if r.st() == nil || r.role.Load() != roleOwner {
+		return true
+	}
+	err := r.st().AppendContext(context.Background(), seq, [][]byte{s.scratch}, string(r.upID))
+	h.reps.report(err)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, redisstore.ErrFenced):
+		// Another replica owns the stream: it reads the upstream itself.
+		r.demote.Store(true)
+		return false
+	}
+	// Redis did not take it (or lost the log): go on alone under a new
+	// label, so these ids cannot be mistaken for a new owner's.
+	h.log.Warn().Err(err).Str("stream", genText(s.gen)).Uint64("seq", seq).Msg("Redis append failed; serving this replica's clients alone until it answers")
+	old := s.id(seq)
+	s.relabel(seq)
+	s.reencode(seq, old, marker)
+	r.pendingFrom = seq
+	s.startWriteBack()
+	return true
+}
+
+// startWriteBack starts the loop that writes a degraded owner's frames back
+// once Redis answers, on its own goroutine, so that neither a quiet upstream
+// delays it nor a Redis still down stalls delivery. The caller holds wmu.
+func (s *stream) startWriteBack() {
+	r := s.rep
+	if r.retrying {
+		return
+	}
+	r.retrying = true
+	go func() {
+		t := time.NewTicker(s.retryEvery())
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				r.wmu.Lock()
+				r.retrying = false
+				r.wmu.Unlock()
+				return
+			case <-t.C:
+			}
+			r.wmu.Lock()
+			if r.pendingFrom == 0 || r.demote.Load() {
+				r.retrying = false
+				r.wmu.Unlock()
+				return
+			}
+			s.writeBack()
+			r.wmu.Unlock()
+		}
+	}()
+}
+
+// reencode rewrites the frame in s.scratch for the id of seq, after a
+// relabel: a marker is encoded again; an event's id is the first line and
+// has a fixed width, so it is overwritten in place.
+func (s *stream) reencode(seq uint64, old replay.ID, marker string) {
+	if marker != "" {
+		s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), marker, false)
+		return
+	}
+	if len(s.scratch) >= 4+replay.TextLen && string(s.scratch[:4]) == "id: " {
+		s.id(seq).AppendText(s.scratch[4:4])
+	}
+}
+
+// writeBack puts the frames this owner delivered while Redis did not answer
+// into Redis, so they resume on any replica. It reports whether the stream
+// is back to normal; on false it retries later (or the stream ends, when
+// another replica took it over). The caller holds wmu.
+func (s *stream) writeBack() bool {
+	h, r := s.hub, s.rep
+	ctx := context.Background()
+	cur := s.labelList()[len(s.labelList())-1]
+	if r.st() != nil {
+		_, err := r.st().Renew(ctx)
+		h.reps.report(err)
+		switch {
+		case err == nil:
+		case errors.Is(err, redisstore.ErrFenced):
+			r.demote.Store(true) // runReplicated ends the stream: pendingFrom is set
+			s.closeBody()
+			return false
+		case errors.Is(err, redisstore.ErrUnknownGeneration):
+			s.stopRenewLoop()
+			r.st().Close()
+			r.storeP.Store(nil)
+		default:
+			return false
+		}
+	}
+	if r.st() == nil {
+		// No log (Redis was down when the stream opened, or lost it): the
+		// current label becomes a log of its own.
+		st, err := h.storeOf(ctx, cur.gen)
+		if err != nil && !errors.Is(err, redisstore.ErrUnknownGeneration) {
+			return false
+		}
+		if _, err := st.Create(ctx, h.cfg.Redis.Lease); err != nil {
+			h.reps.report(err)
+			st.Close()
+			if errors.Is(err, redisstore.ErrGenerationExists) {
+				// A half-done earlier attempt left this label in Redis:
+				// frames from here on get a fresh one (no id was issued
+				// under it yet past this point's clients).
+				s.relabel(s.seq.Load() + 1)
+			}
+			return false
+		}
+		if err := st.SetAttrs(ctx, map[string]string{"khash": r.khash}); err != nil {
+			h.reps.report(err)
+			st.Close()
+			return false
+		}
+		if r.keyHash != "" {
+			old, _, err := redisstore.Index(ctx, h.reps.rdb, r.keyHash, h.cfg.Redis.Timeout)
+			h.reps.report(err)
+			if err != nil {
+				st.Close()
+				return false
+			}
+			if !old.IsZero() {
+				if alive, err := h.leased(ctx, old); err != nil || alive {
+					if err != nil {
+						st.Close()
+						return false
+					}
+					// Another replica runs this key's stream now: two
+					// writers must not share it. End this one.
+					st.Close()
+					r.demote.Store(true)
+					s.closeBody()
+					return false
+				}
+			}
+			won, err := st.ClaimIndex(ctx, r.keyHash, old, h.cfg.Redis.Lease+h.cfg.Redis.Retention)
+			h.reps.report(err)
+			if err != nil {
+				st.Close()
+				return false
+			}
+			if !won {
+				st.Close()
+				r.demote.Store(true) // another replica opened the key meanwhile
+				s.closeBody()
+				return false
+			}
+		}
+		s.becomeOwner(st)
+		s.startRenew()
+	} else if cur.gen != r.st().Gen() {
+		if err := r.st().SetAlias(ctx, cur.gen, cur.from, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
+			h.reps.report(err)
+			return false
+		}
+	}
+	// Append what Redis lacks, oldest first, in batches.
+	m, err := r.st().Meta(ctx)
+	h.reps.report(err)
+	if err != nil {
+		return false
+	}
+	next := max(r.pendingFrom, m.Newest+1)
+	if m.Newest == 0 {
+		next = r.pendingFrom
+	}
+	oldest, newest := s.log.Bounds()
+	if next < oldest && next <= newest {
+		if m.Newest > 0 {
+			// The local log lost frames Redis never got: the Redis log
+			// cannot continue without a hole. End the stream.
+			h.log.Warn().Str("stream", genText(s.gen)).Msg("frames served while Redis was down are no longer buffered; ending the stream (clients reconnect and get a sync event)")
+			r.demote.Store(true)
+			s.closeBody()
+			return false
+		}
+		next = oldest
+	}
+	var batch [][]byte
+	var buf []byte
+	first := next
+	for seq := next; seq <= newest; seq++ {
+		var last uint64
+		b, last, err := s.log.Read(seq-1, buf[:0], 1)
+		if err != nil || last != seq {
+			return false
+		}
+		batch = append(batch, append([]byte(nil), b...))
+		if len(batch) == 256 || seq == newest {
+			if err := r.st().AppendContext(ctx, first, batch, string(r.upID)); err != nil {
+				h.reps.report(err)
+				return false
+			}
+			first, batch = seq+1, batch[:0]
+		}
+	}
+	h.log.Info().Str("stream", genText(s.gen)).Uint64("from", next).Uint64("to", newest).Msg("Redis answers again; frames served meanwhile written back")
+	r.pendingFrom = 0
+	return true
+}
+
+// retryEvery is how often a degraded owner tries Redis again: often enough
+// to renew its lease before a follower would take it over.
+func (s *stream) retryEvery() time.Duration {
+	return min(time.Second, s.hub.cfg.Redis.Lease/6)
+}
+
+// closeBody interrupts a blocked upstream read, so the run loop sees a
+// demotion at once.
+func (s *stream) closeBody() {
+	if b, ok := s.body.Load().(interface{ CloseWithError(error) error }); ok {
+		_ = b.CloseWithError(errStopped)
+	}
+}
+
+// startRenew keeps the owner's lease alive: every third of its life, and the
+// index entry and alias records with it.
+func (s *stream) startRenew() {
+	r := s.rep
+	if r.st() == nil || r.stopRenew != nil {
+		return
+	}
+	r.stopRenew, r.renewDone = make(chan struct{}), make(chan struct{})
+	go s.renewLoop(r.st(), r.stopRenew, r.renewDone)
+}
+
+func (s *stream) stopRenewLoop() {
+	r := s.rep
+	if r.stopRenew == nil {
+		return
+	}
+	close(r.stopRenew)
+	<-r.renewDone
+	r.stopRenew, r.renewDone = nil, nil
+}
+
+func (s *stream) renewLoop(st *redisstore.Store, stop, done chan struct{}) {
+	defer close(done)
+	h := s.hub
+	lease := h.cfg.Redis.Lease
+	t := time.NewTimer(lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if s.rep.st() != st {
+			return // the stream moved to another log
+		}
+		_, err := st.Renew(context.Background())
+		h.reps.report(err)
+		switch {
+		case err == nil:
+			keys := []string{}
+			if s.rep.keyHash != "" {
+				keys = append(keys, redisstore.IndexKey(s.rep.keyHash))
+			}
+			for _, l := range s.labelList() {
+				if l.gen != st.Gen() && l.from > 0 {
+					keys = append(keys, redisstore.AliasKey(l.gen))
+				}
+			}
+			h.reps.report(st.Refresh(context.Background(), lease+h.cfg.Redis.Retention, keys...))
+			t.Reset(lease / 3)
+		case errors.Is(err, redisstore.ErrFenced):
+			h.log.Warn().Err(err).Str("stream", genText(s.gen)).Msg("lost the stream's lease")
+			s.rep.demote.Store(true)
+			s.closeBody()
+			return
+		default:
+			// Unknown generation or no answer: the next append finds out
+			// and the owner goes on alone; keep trying.
+			t.Reset(lease / 6)
+		}
+	}
+}
