@@ -247,6 +247,14 @@ func (h *Hub) attach(r *request) attachment {
 			return attachment{pass: shuttingDown}
 		}
 		retryMs := h.cfg.Retry.Milliseconds()
+		if s.rep != nil && (d.system || d.sync != "") {
+			// The sync event and the frames after it must sort above the
+			// id the client had, which may come from a generation this
+			// stream's ids sort below (another replica's).
+			if id, err := replay.ParseID(r.lastID); err == nil {
+				s.relabelAbove(id)
+			}
+		}
 		head := s.head()
 		if d.opener {
 			head = s.id(s.base.Load()) // frames may already have arrived: they are this client's

@@ -124,6 +124,42 @@ func (s *stream) relabel(seq uint64) {
 	h.mu.Unlock()
 }
 
+// relabelAbove makes the ids this owner issues from now on sort above id: a
+// client presented id (from another replica's generation, or one this
+// replica had not observed) and gets a sync event on this stream, whose ids
+// must not go below what it had. The new label is announced in Redis (an
+// alias) before any frame carries it. It reports whether s's ids now sort
+// above id; a follower cannot relabel (its owner's labels are its ids).
+func (s *stream) relabelAbove(id replay.ID) bool {
+	r := s.rep
+	if r == nil {
+		return false
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	head := s.seq.Load()
+	if s.id(head).String() > id.String() {
+		return true
+	}
+	if r.role.Load() == roleFollower {
+		return false
+	}
+	h := s.hub
+	h.gens.Observe(id.Gen)
+	gen := h.gens.Next()
+	if st := r.st(); st != nil && r.role.Load() == roleOwner && r.pendingFrom == 0 {
+		if err := st.SetAlias(context.Background(), gen, head+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
+			h.reps.report(err)
+			return false
+		}
+	}
+	s.addLabel(gen, head+1)
+	h.mu.Lock()
+	h.byLabel[gen] = s
+	h.mu.Unlock()
+	return true
+}
+
 // runReplicated is run in Redis mode: it settles the stream's place in Redis
 // (create a log, follow one, or take one over), then plays its role until
 // the stream stops.

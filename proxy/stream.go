@@ -277,10 +277,12 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 		}
 		out := *f
 		out.Retry, s.pendingRetry = s.pendingRetry, -1
+		s.lockWrite()
 		seq := s.seq.Load() + 1
 		s.idText = s.id(seq).AppendText(s.idText[:0])
 		s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &out)
 		s.publish(seq, "")
+		s.unlockWrite()
 		if s.demoted() {
 			return errDemoted
 		}
@@ -293,6 +295,8 @@ func (s *stream) appendMarker(reason string) {
 	if s.markerAt != 0 && s.markerAt == s.seq.Load() && s.markerReason == reason {
 		return // nothing arrived since the same marker: one tells it all
 	}
+	s.lockWrite()
+	defer s.unlockWrite()
 	seq := s.seq.Load() + 1
 	s.markerAt, s.markerReason = seq, reason
 	s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), reason, false)
@@ -300,18 +304,28 @@ func (s *stream) appendMarker(reason string) {
 	s.publish(seq, reason)
 }
 
+// lockWrite and unlockWrite bracket the encoding and publishing of one
+// frame in Redis mode: its id's label, the Redis append and the local
+// append are one step against the write-back loop (which reads the local
+// log) and a relabel for a client (see relabelAbove). No-ops in memory mode.
+func (s *stream) lockWrite() {
+	if s.rep != nil {
+		s.rep.wmu.Lock()
+	}
+}
+
+func (s *stream) unlockWrite() {
+	if s.rep != nil {
+		s.rep.wmu.Unlock()
+	}
+}
+
 // publish puts the frame in s.scratch into the log under seq and wakes the
 // clients; marker is the reason when the frame is a sync-required marker. In
-// Redis mode the frame goes to Redis first.
+// Redis mode the frame goes to Redis first, and the caller holds lockWrite.
 func (s *stream) publish(seq uint64, marker string) {
-	if s.rep != nil {
-		// Redis append and local append as one step against the
-		// write-back loop, which reads the local log.
-		s.rep.wmu.Lock()
-		defer s.rep.wmu.Unlock()
-		if !s.commit(seq, marker) {
-			return
-		}
+	if s.rep != nil && !s.commit(seq, marker) {
+		return
 	}
 	if err := s.log.Append(seq, s.scratch); err != nil {
 		// Only possible after Close; the stream is ending.

@@ -1,0 +1,84 @@
+package test
+
+// A rollout (issue 6, README "Running replicas"): replicas get SIGTERM one
+// after the other, owner first. A stopping replica drains: its clients'
+// responses end and they reconnect through the balancer to the others, which
+// resume them exactly from Redis (memory mode would answer system-sync), and
+// it gives its leases up, so a replica with clients on the stream takes the
+// upstream over at once rather than after the lease. Each takeover is an
+// upstream reconnect (the fake upstream cannot resume): one sync-required
+// there, nothing else; no duplicate, no silent gap, ids increasing.
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestReplicaRollout(t *testing.T) {
+	seed := faultSeed(t)
+	rs := startReplicaSet(t, replicaConfig{mode: "shared"})
+	const path = "/feed/replica-rollout"
+	feed := rs.up.Feed(path)
+	rng := newFaultRand(seed, 1)
+
+	clients := make([]*faultClient, 9)
+	for i := range clients {
+		clients[i] = newFaultClient(fmt.Sprintf("c%d", i), path, rs.lb.Addr, rng)
+	}
+	fc := startFaultClients(clients)
+	defer fc.Stop()
+	waitFor(t, 10*time.Second, "9 clients attached", func() bool { return rs.connections() == 9 })
+	owner := rs.owner(path, []int{0, 1, 2}, 10*time.Second)
+	time.Sleep(200 * time.Millisecond)
+
+	f := faultStartFeeder(feed, 20*time.Millisecond, func(*http.Request) string { return "shared" })
+	defer f.Stop()
+	if !fc.waitAll(t, 30, 10*time.Second) {
+		t.FailNow()
+	}
+	stopped := map[int]bool{}
+	for step := 1; step <= 2; step++ {
+		nAt := f.N()
+		if err := rs.procs[owner].Stop(); err != nil {
+			t.Errorf("replica-%d did not stop cleanly: %v", owner, err)
+		}
+		began := time.Now() // the stopped owner has given its lease up
+		stopped[owner] = true
+		var left []int
+		for i := range rs.procs {
+			if !stopped[i] {
+				left = append(left, i)
+			}
+		}
+		waitFor(t, 5*time.Second, "a remaining replica reading the upstream", func() bool {
+			return feed.Total() >= int64(step+1) && feed.Conns() == 1
+		})
+		took := time.Since(began)
+		next := rs.owner(path, left, 5*time.Second)
+		t.Logf("step %d: stopped the owner replica-%d at n=%d; replica-%d took over %v after it exited (lease %v)",
+			step, owner, nAt, next, took.Round(time.Millisecond), replicaLease)
+		if took > replicaLease {
+			t.Errorf("step %d: the takeover took %v, longer than the lease %v: the stopping owner did not give its lease up", step, took, replicaLease)
+		}
+		if !fc.waitAll(t, f.N()+20, 10*time.Second) {
+			t.FailNow()
+		}
+		owner = next
+	}
+	final := f.Stop()
+	fc.waitAll(t, final, 5*time.Second)
+	fc.Stop()
+
+	for _, c := range clients {
+		evs := c.events()
+		checkReplicaHistory(t, c.summary(), evs, replicaRules{tag: "shared", first: 1, final: final, syncs: []string{"upstream-reconnect"}, maxSyncs: 2})
+		if n := syncCount(evs)["system-sync"]; n != 0 {
+			t.Errorf("%s: %d system-sync in a rollout with Redis", c.name, n)
+		}
+	}
+	if t.Failed() {
+		t.Logf("stream states:%s", rs.states())
+	}
+}
