@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/lastevent/lastevent/frame"
 	"github.com/lastevent/lastevent/replay"
@@ -81,3 +83,96 @@ func BenchmarkBatchRead(b *testing.B) {
 		}
 	}
 }
+
+// loopClient is a client of a bench stream running its real write loop over
+// a loopback TCP connection; the peer reads and reports the bytes it got on
+// got. stop ends the loop (the stream's done) and waits for it.
+type loopClient struct {
+	c    *client
+	got  chan int
+	stop func()
+}
+
+func newLoopClient(tb testing.TB, s *stream) *loopClient {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conn, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.hub.cfg.Heartbeat = time.Hour
+	s.hub.cfg.WriteTimeout = time.Hour
+	s.done = make(chan struct{})
+	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: s.seq.Load()}
+	s.mu.Lock()
+	s.subs = append(s.subs, c)
+	s.mu.Unlock()
+	s.wakeDirty.Store(true)
+	lc := &loopClient{c: c, got: make(chan int, 64)}
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := peer.Read(buf)
+			if n > 0 {
+				lc.got <- n
+			}
+			if err != nil {
+				close(lc.got)
+				return
+			}
+		}
+	}()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		_, _ = c.loop(conn)
+	}()
+	lc.stop = func() {
+		close(s.done)
+		<-ended
+		conn.Close()
+		peer.Close()
+		for range lc.got {
+		}
+	}
+	return lc
+}
+
+// recv waits until the peer got n more bytes.
+func (lc *loopClient) recv(tb testing.TB, n int) {
+	for n > 0 {
+		k, ok := <-lc.got
+		if !ok {
+			tb.Fatal("connection closed")
+		}
+		n -= k
+	}
+}
+
+// BenchmarkClientLoop: one frame published and written by the client's loop
+// to a loopback socket (wake, read from the log, write system call, the
+// peer's read); ns/op is per frame.
+func BenchmarkClientLoop(b *testing.B) {
+	s, _ := newBenchStream(0)
+	lc := newLoopClient(b, s)
+	defer lc.stop()
+	publishOne(s)
+	size := len(s.scratch)
+	lc.recv(b, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		publishOne(s)
+		lc.recv(b, size)
+	}
+}
+
+func appendEventForBench(dst, id []byte) []byte { return frame.AppendEvent(dst, id, benchFrame) }
