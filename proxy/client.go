@@ -22,9 +22,20 @@ const maxBatch = 64 << 10
 // caught up holds no batch buffer and an idle one holds none at all.
 const smallBatch = 4
 
+// chunkRoom is kept free at the front of every batch buffer for the chunk's
+// size line (up to 8 hex digits and CRLF), and chunkTail at its end for the
+// CRLF after the data: a batch then goes out as one chunk in one write system
+// call, straight to the connection.
+const (
+	chunkRoom = 10
+	chunkTail = 2
+)
+
 // batchPool holds maxBatch-sized write buffers (pointers, so that Put does not
 // allocate).
-var batchPool = sync.Pool{New: func() any { return &batchBuf{b: make([]byte, 0, maxBatch)} }}
+var batchPool = sync.Pool{New: func() any {
+	return &batchBuf{b: make([]byte, chunkRoom, chunkRoom+maxBatch+chunkTail)}
+}}
 
 type batchBuf struct{ b []byte }
 
@@ -47,7 +58,7 @@ type client struct {
 	conn     net.Conn
 	shutdown <-chan struct{}
 	first    []byte // written before the log: the preamble or a sync event
-	buf      []byte // the client's own buffer, for up to smallBatch frames
+	buf      []byte // the client's own buffer, for up to smallBatch frames (after chunkRoom)
 	detach   sync.Once
 
 	start       string    // how it started, for the log: live, resume, sync reason
@@ -56,6 +67,7 @@ type client struct {
 
 	// Owned by the loop.
 	sent        uint64    // frames written, for the log
+	direct      bool      // fasthttp's buffer is flushed: batches go to conn directly
 	lastWrite   time.Time // heartbeats are timed from it
 	deadlineSet time.Time // when the write deadline was last moved
 	hb          *time.Timer
@@ -146,10 +158,13 @@ func (c *client) drain(w io.Writer) (string, error) {
 	m := c.s.hub.metrics
 	for {
 		var bb *batchBuf
-		dst := c.buf[:0]
+		if cap(c.buf) < chunkRoom+chunkTail {
+			c.buf = make([]byte, chunkRoom, 512)
+		}
+		dst := c.buf[:chunkRoom]
 		if c.s.seq.Load() > c.cursor+smallBatch {
 			bb = batchPool.Get().(*batchBuf)
-			dst = bb.b[:0]
+			dst = bb.b[:chunkRoom]
 		}
 		buf, last, err := c.s.log.Read(c.cursor, dst, maxBatch)
 		if errors.Is(err, replay.ErrEvicted) {
@@ -163,7 +178,7 @@ func (c *client) drain(w io.Writer) (string, error) {
 			// go on from the head.
 			head := c.s.head()
 			m.syncRequired(ReasonSlowClient)
-			buf = appendSyncRequired(buf[:0], head, ReasonSlowClient, false)
+			buf = appendSyncRequired(buf[:chunkRoom], head, ReasonSlowClient, false)
 			last, err = head.Seq, nil
 		}
 		if err != nil {
@@ -171,7 +186,7 @@ func (c *client) drain(w io.Writer) (string, error) {
 			m.clientsEnded.Inc()
 			return outcomeLogClosed, nil
 		}
-		if len(buf) == 0 {
+		if len(buf) == chunkRoom {
 			c.putBatch(bb, buf)
 			return "", nil
 		}
@@ -183,7 +198,7 @@ func (c *client) drain(w io.Writer) (string, error) {
 			c.putBatch(bb, buf)
 			return outcomeShutdown, nil
 		}
-		o, err := c.write(w, buf)
+		buf, o, err := c.writeBatch(w, buf)
 		c.putBatch(bb, buf)
 		if err != nil {
 			return o, err
@@ -205,31 +220,67 @@ func (c *client) putBatch(bb *batchBuf, buf []byte) {
 	switch {
 	case bb != nil:
 		if cap(buf) <= 2*maxBatch {
-			bb.b = buf[:0]
+			bb.b = buf[:chunkRoom]
 			batchPool.Put(bb)
 		}
 	case cap(buf) > 4*maxBatch:
 		c.buf = nil // do not keep a giant frame's buffer
 	default:
-		c.buf = buf[:0]
+		c.buf = buf[:chunkRoom]
 	}
 }
 
-// write writes b as one chunk. The write deadline is moved only when a
-// quarter of it has passed (each write still gets at least three quarters of
-// LASTEVENT_WRITE_TIMEOUT), and heartbeats are timed from the last write: no
-// timer work per frame.
+// write writes b as one chunk through fasthttp's writer (which copies it
+// into its 4 KiB buffer, flushes, and writes a larger b in up to three system
+// calls). The first write goes this way: the response head is still in that
+// buffer.
 func (c *client) write(w io.Writer, b []byte) (string, error) {
+	c.touch()
+	if _, err := w.Write(b); err != nil {
+		return c.writeFailed(err), err
+	}
+	c.direct = c.conn != nil && len(b) > 0 // the buffer is empty from now on
+	return "", nil
+}
+
+// writeBatch writes the frames of buf (after its chunkRoom) as one chunk. Once
+// fasthttp's buffer is flushed it frames the chunk itself (size line, data,
+// CRLF; RFC 9112, section 7.1) and writes it to the connection in one system
+// call, without the copy; fasthttp writes the last chunk when WriteTo returns.
+// It returns buf, which the CRLF may have grown.
+func (c *client) writeBatch(w io.Writer, buf []byte) ([]byte, string, error) {
+	if !c.direct {
+		o, err := c.write(w, buf[chunkRoom:])
+		return buf, o, err
+	}
+	i := chunkRoom - 2
+	buf[i], buf[i+1] = '\r', '\n'
+	for n := len(buf) - chunkRoom; ; n >>= 4 {
+		i--
+		buf[i] = "0123456789abcdef"[n&15]
+		if n < 16 {
+			break
+		}
+	}
+	buf = append(buf, '\r', '\n')
+	c.touch()
+	if _, err := c.conn.Write(buf[i:]); err != nil {
+		return buf[:len(buf)-chunkTail], c.writeFailed(err), err
+	}
+	return buf[:len(buf)-chunkTail], "", nil
+}
+
+// touch notes a write: heartbeats are timed from the last one, and the write
+// deadline is moved only when a quarter of it has passed (each write still
+// gets at least three quarters of LASTEVENT_WRITE_TIMEOUT): no timer work per
+// frame.
+func (c *client) touch() {
 	now := time.Now()
 	c.lastWrite = now
 	if timeout := c.s.hub.cfg.WriteTimeout; c.conn != nil && now.Sub(c.deadlineSet) > timeout/4 {
 		_ = c.conn.SetWriteDeadline(now.Add(timeout))
 		c.deadlineSet = now
 	}
-	if _, err := w.Write(b); err != nil {
-		return c.writeFailed(err), err
-	}
-	return "", nil
 }
 
 func (c *client) writeFailed(err error) string {

@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -85,12 +89,32 @@ func BenchmarkBatchRead(b *testing.B) {
 }
 
 // loopClient is a client of a bench stream running its real write loop over
-// a loopback TCP connection; the peer reads and reports the bytes it got on
-// got. stop ends the loop (the stream's done) and waits for it.
+// a loopback TCP connection, behind a chunked writer as fasthttp's; the peer
+// decodes the chunks and reports the data bytes of each on got. stop ends the
+// loop (the stream's done) and waits for it.
 type loopClient struct {
 	c    *client
 	got  chan int
 	stop func()
+}
+
+// chunkWriter frames each Write as one HTTP/1.1 chunk in one write, as
+// fasthttp's writer does for a body stream.
+type chunkWriter struct {
+	conn net.Conn
+	buf  []byte
+}
+
+func (cw *chunkWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	cw.buf = strconv.AppendInt(cw.buf[:0], int64(len(p)), 16)
+	cw.buf = append(cw.buf, "\r\n"...)
+	cw.buf = append(cw.buf, p...)
+	cw.buf = append(cw.buf, "\r\n"...)
+	_, err := cw.conn.Write(cw.buf)
+	return len(p), err
 }
 
 func newLoopClient(tb testing.TB, s *stream) *loopClient {
@@ -111,29 +135,35 @@ func newLoopClient(tb testing.TB, s *stream) *loopClient {
 	s.hub.cfg.Heartbeat = time.Hour
 	s.hub.cfg.WriteTimeout = time.Hour
 	s.done = make(chan struct{})
-	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: s.seq.Load()}
+	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: s.seq.Load(), first: appendPreamble(nil, 3000)}
 	s.mu.Lock()
 	s.subs = append(s.subs, c)
 	s.mu.Unlock()
 	s.wakeDirty.Store(true)
 	lc := &loopClient{c: c, got: make(chan int, 64)}
 	go func() {
-		buf := make([]byte, 64<<10)
+		defer close(lc.got)
+		br := bufio.NewReader(peer)
+		buf := make([]byte, 1<<20)
 		for {
-			n, err := peer.Read(buf)
-			if n > 0 {
-				lc.got <- n
-			}
+			line, err := br.ReadSlice('\n')
 			if err != nil {
-				close(lc.got)
 				return
 			}
+			n := 0
+			for _, d := range bytes.TrimSpace(line) {
+				n = n<<4 | int(hexVal(d))
+			}
+			if _, err := io.ReadFull(br, buf[:n+2]); err != nil {
+				return
+			}
+			lc.got <- n
 		}
 	}()
 	ended := make(chan struct{})
 	go func() {
 		defer close(ended)
-		_, _ = c.loop(conn)
+		_, _ = c.loop(&chunkWriter{conn: conn})
 	}()
 	lc.stop = func() {
 		close(s.done)
@@ -143,10 +173,18 @@ func newLoopClient(tb testing.TB, s *stream) *loopClient {
 		for range lc.got {
 		}
 	}
+	lc.recv(tb, len(c.first))
 	return lc
 }
 
-// recv waits until the peer got n more bytes.
+func hexVal(d byte) byte {
+	if d >= 'a' {
+		return d - 'a' + 10
+	}
+	return d - '0'
+}
+
+// recv waits until the peer got n more data bytes.
 func (lc *loopClient) recv(tb testing.TB, n int) {
 	for n > 0 {
 		k, ok := <-lc.got
