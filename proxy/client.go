@@ -39,6 +39,11 @@ var batchPool = sync.Pool{New: func() any {
 
 type batchBuf struct{ b []byte }
 
+// noBuf stands for the buffer of a client that has not read a frame yet (an
+// idle one holds none). Nothing is ever written into it: its capacity is its
+// length, so appending to it allocates.
+var noBuf [chunkRoom]byte
+
 // client is one downstream SSE response: a cursor into its stream's log. Live
 // delivery and replay are the same loop: write every frame after the cursor,
 // then wait to be woken. It is the response body stream; fasthttp calls
@@ -158,10 +163,10 @@ func (c *client) drain(w io.Writer) (string, error) {
 	m := c.s.hub.metrics
 	for {
 		var bb *batchBuf
-		if cap(c.buf) < chunkRoom+chunkTail {
-			c.buf = make([]byte, chunkRoom, 512)
+		dst := noBuf[:] // full: a frame read makes Read allocate the client's buffer
+		if c.buf != nil {
+			dst = c.buf[:chunkRoom]
 		}
-		dst := c.buf[:chunkRoom]
 		if c.s.seq.Load() > c.cursor+smallBatch {
 			bb = batchPool.Get().(*batchBuf)
 			dst = bb.b[:chunkRoom]
@@ -225,7 +230,7 @@ func (c *client) putBatch(bb *batchBuf, buf []byte) {
 		}
 	case cap(buf) > 4*maxBatch:
 		c.buf = nil // do not keep a giant frame's buffer
-	default:
+	case cap(buf) > chunkRoom: // not noBuf
 		c.buf = buf[:chunkRoom]
 	}
 }
