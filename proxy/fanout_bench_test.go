@@ -93,9 +93,10 @@ func BenchmarkBatchRead(b *testing.B) {
 // decodes the chunks and reports the data bytes of each on got. stop ends the
 // loop (the stream's done) and waits for it.
 type loopClient struct {
-	c    *client
-	got  chan int
-	stop func()
+	c      *client
+	got    chan int
+	chunks chan []byte // a copy of every chunk's data, when newLoopClient was asked to keep them
+	stop   func()
 }
 
 // chunkWriter frames each Write as one HTTP/1.1 chunk in one write, as
@@ -117,7 +118,7 @@ func (cw *chunkWriter) Write(p []byte) (int, error) {
 	return len(p), err
 }
 
-func newLoopClient(tb testing.TB, s *stream) *loopClient {
+func newLoopClient(tb testing.TB, s *stream, keep bool) *loopClient {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,6 +142,9 @@ func newLoopClient(tb testing.TB, s *stream) *loopClient {
 	s.mu.Unlock()
 	s.wakeDirty.Store(true)
 	lc := &loopClient{c: c, got: make(chan int, 64)}
+	if keep {
+		lc.chunks = make(chan []byte, 1024)
+	}
 	go func() {
 		defer close(lc.got)
 		br := bufio.NewReader(peer)
@@ -154,8 +158,11 @@ func newLoopClient(tb testing.TB, s *stream) *loopClient {
 			for _, d := range bytes.TrimSpace(line) {
 				n = n<<4 | int(hexVal(d))
 			}
-			if _, err := io.ReadFull(br, buf[:n+2]); err != nil {
+			if _, err := io.ReadFull(br, buf[:n+2]); err != nil || string(buf[n:n+2]) != "\r\n" {
 				return
+			}
+			if lc.chunks != nil {
+				lc.chunks <- append([]byte(nil), buf[:n]...)
 			}
 			lc.got <- n
 		}
@@ -195,12 +202,24 @@ func (lc *loopClient) recv(tb testing.TB, n int) {
 	}
 }
 
+// recvDrain forgets the byte counts of the chunks read so far (a test that
+// reads lc.chunks does not need them).
+func (lc *loopClient) recvDrain() {
+	for {
+		select {
+		case <-lc.got:
+		default:
+			return
+		}
+	}
+}
+
 // BenchmarkClientLoop: one frame published and written by the client's loop
 // to a loopback socket (wake, read from the log, write system call, the
 // peer's read); ns/op is per frame.
 func BenchmarkClientLoop(b *testing.B) {
 	s, _ := newBenchStream(0)
-	lc := newLoopClient(b, s)
+	lc := newLoopClient(b, s, false)
 	defer lc.stop()
 	publishOne(s)
 	size := len(s.scratch)
