@@ -9,7 +9,7 @@ import "testing"
 // replay batch (a borrowed pool buffer).
 func TestClientLoopAllocs(t *testing.T) {
 	s, _ := newBenchStream(0)
-	lc := newLoopClient(t, s, false)
+	lc := newLoopClient(t, s, s.seq.Load(), false)
 	defer lc.stop()
 	publishOne(s)
 	size := len(s.scratch)

@@ -118,7 +118,8 @@ func (cw *chunkWriter) Write(p []byte) (int, error) {
 	return len(p), err
 }
 
-func newLoopClient(tb testing.TB, s *stream, keep bool) *loopClient {
+// The client's cursor is from: the frames after it are its.
+func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -135,8 +136,11 @@ func newLoopClient(tb testing.TB, s *stream, keep bool) *loopClient {
 	}
 	s.hub.cfg.Heartbeat = time.Hour
 	s.hub.cfg.WriteTimeout = time.Hour
-	s.done = make(chan struct{})
-	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: s.seq.Load(), first: appendPreamble(nil, 3000)}
+	if s.done == nil {
+		s.done = make(chan struct{})
+	}
+	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: from, first: appendPreamble(nil, 3000)}
+	preamble := len(c.first)
 	s.mu.Lock()
 	s.subs = append(s.subs, c)
 	s.mu.Unlock()
@@ -173,14 +177,30 @@ func newLoopClient(tb testing.TB, s *stream, keep bool) *loopClient {
 		_, _ = c.loop(&chunkWriter{conn: conn})
 	}()
 	lc.stop = func() {
-		close(s.done)
+		select {
+		case <-s.done:
+		default:
+			close(s.done)
+		}
+		drained := make(chan struct{})
+		go func() { // the peer may be blocked handing over chunks nobody reads
+			defer close(drained)
+			for {
+				select {
+				case _, ok := <-lc.got:
+					if !ok {
+						return
+					}
+				case <-lc.chunks:
+				}
+			}
+		}()
 		<-ended
 		conn.Close()
 		peer.Close()
-		for range lc.got {
-		}
+		<-drained
 	}
-	lc.recv(tb, len(c.first))
+	lc.recv(tb, preamble)
 	return lc
 }
 
@@ -219,7 +239,7 @@ func (lc *loopClient) recvDrain() {
 // peer's read); ns/op is per frame.
 func BenchmarkClientLoop(b *testing.B) {
 	s, _ := newBenchStream(0)
-	lc := newLoopClient(b, s, false)
+	lc := newLoopClient(b, s, s.seq.Load(), false)
 	defer lc.stop()
 	publishOne(s)
 	size := len(s.scratch)
