@@ -19,7 +19,7 @@ import (
 // reader goroutine's part (encode once, append, wake) and the subscribers'
 // (copy everything after the cursor into the write buffer).
 func newBenchStream(subs int) (*stream, []*client) {
-	cfg := &Config{BufferFrames: 1000, MaxMemory: 256 << 20}
+	cfg := &Config{BufferFrames: 1000, MaxMemory: 256 << 20, Heartbeat: time.Hour, WriteTimeout: time.Hour}
 	h := &Hub{cfg: cfg, log: zerolog.Nop(), gens: replay.NewGenerator(), budget: replay.NewBudget(cfg.MaxMemory)}
 	h.metrics = newMetrics(h)
 	s := &stream{hub: h, gen: h.gens.Next(), log: replay.NewRing(cfg.BufferFrames, h.budget)}
@@ -134,8 +134,6 @@ func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s.hub.cfg.Heartbeat = time.Hour
-	s.hub.cfg.WriteTimeout = time.Hour
 	if s.done == nil {
 		s.done = make(chan struct{})
 	}
