@@ -1,8 +1,14 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"io"
+	"net"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/lastevent/lastevent/frame"
 	"github.com/lastevent/lastevent/replay"
@@ -13,7 +19,7 @@ import (
 // reader goroutine's part (encode once, append, wake) and the subscribers'
 // (copy everything after the cursor into the write buffer).
 func newBenchStream(subs int) (*stream, []*client) {
-	cfg := &Config{BufferFrames: 1000, MaxMemory: 256 << 20}
+	cfg := &Config{BufferFrames: 1000, MaxMemory: 256 << 20, Heartbeat: time.Hour, WriteTimeout: time.Hour}
 	h := &Hub{cfg: cfg, log: zerolog.Nop(), gens: replay.NewGenerator(), budget: replay.NewBudget(cfg.MaxMemory)}
 	h.metrics = newMetrics(h)
 	s := &stream{hub: h, gen: h.gens.Next(), log: replay.NewRing(cfg.BufferFrames, h.budget)}
@@ -81,3 +87,167 @@ func BenchmarkBatchRead(b *testing.B) {
 		}
 	}
 }
+
+// loopClient is a client of a bench stream running its real write loop over
+// a loopback TCP connection, behind a chunked writer as fasthttp's; the peer
+// decodes the chunks and reports the data bytes of each on got. stop ends the
+// loop (the stream's done) and waits for it.
+type loopClient struct {
+	c      *client
+	got    chan int
+	chunks chan []byte // a copy of every chunk's data, when newLoopClient was asked to keep them
+	stop   func()
+}
+
+// chunkWriter frames each Write as one HTTP/1.1 chunk in one write, as
+// fasthttp's writer does for a body stream.
+type chunkWriter struct {
+	conn net.Conn
+	buf  []byte
+}
+
+func (cw *chunkWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	cw.buf = strconv.AppendInt(cw.buf[:0], int64(len(p)), 16)
+	cw.buf = append(cw.buf, "\r\n"...)
+	cw.buf = append(cw.buf, p...)
+	cw.buf = append(cw.buf, "\r\n"...)
+	_, err := cw.conn.Write(cw.buf)
+	return len(p), err
+}
+
+// The client's cursor is from: the frames after it are its.
+func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conn, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if s.done == nil {
+		s.done = make(chan struct{})
+	}
+	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: from, first: appendPreamble(nil, 3000)}
+	preamble := len(c.first)
+	s.mu.Lock()
+	s.subs = append(s.subs, c)
+	s.mu.Unlock()
+	s.wakeDirty.Store(true)
+	lc := &loopClient{c: c, got: make(chan int, 64)}
+	if keep {
+		lc.chunks = make(chan []byte, 1024)
+	}
+	go func() {
+		defer close(lc.got)
+		br := bufio.NewReader(peer)
+		buf := make([]byte, 1<<20)
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return
+			}
+			n := 0
+			for _, d := range bytes.TrimSpace(line) {
+				n = n<<4 | int(hexVal(d))
+			}
+			if _, err := io.ReadFull(br, buf[:n+2]); err != nil || string(buf[n:n+2]) != "\r\n" {
+				return
+			}
+			if lc.chunks != nil {
+				lc.chunks <- append([]byte(nil), buf[:n]...)
+			}
+			lc.got <- n
+		}
+	}()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		_, _ = c.loop(&chunkWriter{conn: conn})
+	}()
+	lc.stop = func() {
+		select {
+		case <-s.done:
+		default:
+			close(s.done)
+		}
+		drained := make(chan struct{})
+		go func() { // the peer may be blocked handing over chunks nobody reads
+			defer close(drained)
+			for {
+				select {
+				case _, ok := <-lc.got:
+					if !ok {
+						return
+					}
+				case <-lc.chunks:
+				}
+			}
+		}()
+		<-ended
+		conn.Close()
+		peer.Close()
+		<-drained
+	}
+	lc.recv(tb, preamble)
+	return lc
+}
+
+func hexVal(d byte) byte {
+	if d >= 'a' {
+		return d - 'a' + 10
+	}
+	return d - '0'
+}
+
+// recv waits until the peer got n more data bytes.
+func (lc *loopClient) recv(tb testing.TB, n int) {
+	for n > 0 {
+		k, ok := <-lc.got
+		if !ok {
+			tb.Fatal("connection closed")
+		}
+		n -= k
+	}
+}
+
+// recvDrain forgets the byte counts of the chunks read so far (a test that
+// reads lc.chunks does not need them).
+func (lc *loopClient) recvDrain() {
+	for {
+		select {
+		case <-lc.got:
+		default:
+			return
+		}
+	}
+}
+
+// BenchmarkClientLoop: one frame published and written by the client's loop
+// to a loopback socket (wake, read from the log, write system call, the
+// peer's read); ns/op is per frame.
+func BenchmarkClientLoop(b *testing.B) {
+	s, _ := newBenchStream(0)
+	lc := newLoopClient(b, s, s.seq.Load(), false)
+	defer lc.stop()
+	publishOne(s)
+	size := len(s.scratch)
+	lc.recv(b, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		publishOne(s)
+		lc.recv(b, size)
+	}
+}
+
+func appendEventForBench(dst, id []byte) []byte { return frame.AppendEvent(dst, id, benchFrame) }

@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/lastevent/lastevent/frame"
+)
+
+// TestClientChunksHoldWholeFrames runs the client's loop over a real socket
+// and decodes its chunks: a live frame, a replay batch (a borrowed buffer), a
+// replay larger than one batch, a frame larger than a batch, and the
+// sync-required of a client that fell off the log. Every chunk holds whole
+// frames, in order, exactly the bytes of the log, and only a single frame
+// makes a chunk larger than a batch. (How many chunks a replay takes depends
+// on how far the client got when the frames arrived: not asserted.)
+func TestClientChunksHoldWholeFrames(t *testing.T) {
+	s, _ := newBenchStream(0)
+	lc := newLoopClient(t, s, 0, true)
+	defer lc.stop()
+	<-lc.chunks // the preamble
+
+	// appendFrames puts frames with data of the given sizes into the log
+	// without waking the client, and returns their bytes.
+	appendFrames := func(sizes ...int) []byte {
+		var all []byte
+		for _, n := range sizes {
+			seq := s.seq.Load() + 1
+			s.idText = s.id(seq).AppendText(s.idText[:0])
+			f := &frame.Frame{Data: bytes.Repeat([]byte{'x'}, n), Retry: -1, Dispatch: true}
+			s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, f)
+			if err := s.log.Append(seq, s.scratch); err != nil {
+				t.Fatal(err)
+			}
+			s.seq.Store(seq)
+			all = append(all, s.scratch...)
+		}
+		return all
+	}
+	// expect wakes the client and reads chunks until they add up to want.
+	expect := func(lc *loopClient, name string, want []byte) {
+		t.Helper()
+		lc.c.notify()
+		var got []byte
+		chunks := 0
+		for len(got) < len(want) {
+			ch := <-lc.chunks
+			chunks++
+			if !bytes.HasPrefix(ch, []byte("id: ")) || !bytes.HasSuffix(ch, []byte("\n\n")) {
+				t.Fatalf("%s: chunk %d does not hold whole frames: %.40q…%q", name, chunks, ch, ch[max(0, len(ch)-10):])
+			}
+			if len(ch) > maxBatch && bytes.Count(ch, []byte("\n\nid: ")) > 0 {
+				t.Errorf("%s: chunk %d has %d bytes of several frames, above the %d-byte batch", name, chunks, len(ch), maxBatch)
+			}
+			got = append(got, ch...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: got %d bytes, want %d (or other bytes)", name, len(got), len(want))
+		}
+		lc.recvDrain()
+	}
+
+	expect(lc, "live frame", appendFrames(100))
+	expect(lc, "replay of 20 frames", appendFrames(repeat(100, 20)...))
+	expect(lc, "replay of 100 KB", appendFrames(repeat(1000, 100)...))
+	expect(lc, "frame of 200 KiB", appendFrames(200<<10))
+	expect(lc, "small frames after it", appendFrames(repeat(50, 3)...))
+
+	// A client whose frames left the log (it was asleep while more than the
+	// log keeps arrived) gets sync-required at that point and goes on from
+	// the head.
+	from := s.seq.Load()
+	appendFrames(repeat(10, s.hub.cfg.BufferFrames+100)...)
+	behind := newLoopClient(t, s, from, true)
+	defer behind.stop()
+	<-behind.chunks // the preamble
+	behind.c.notify()
+	if ch := <-behind.chunks; !strings.Contains(string(ch), "event: "+EventSyncRequired) || !strings.Contains(string(ch), ReasonSlowClient) {
+		t.Fatalf("fell off the log: got %.80q, want a sync-required (%s)", ch, ReasonSlowClient)
+	}
+	behind.recvDrain()
+	expect(behind, "live frame after the sync", appendFrames(100))
+}
+
+func repeat(n, times int) []int {
+	r := make([]int, times)
+	for i := range r {
+		r[i] = n
+	}
+	return r
+}
