@@ -79,7 +79,14 @@ type Parser struct {
 	retryDigits            bool  // it has at least one digit
 
 	frame Frame
+
+	beforeRead func()
 }
+
+// SetBeforeRead makes Next call fn each time it is about to read from the
+// reader, which may block: the moment a caller that batches the frames it
+// got so far (to write them on in one go) must send the batch. nil removes it.
+func (p *Parser) SetBeforeRead(fn func()) { p.beforeRead = fn }
 
 // NewParser returns a parser reading from r that bounds a frame to maxFrame
 // bytes; maxFrame <= 0 means 1 MiB. A line longer than maxFrame bytes
@@ -124,6 +131,9 @@ func (p *Parser) Next() (*Frame, error) {
 			if p.rerr != nil {
 				p.resetBlock()
 				return nil, p.rerr
+			}
+			if p.beforeRead != nil {
+				p.beforeRead()
 			}
 			p.fill()
 			continue

@@ -284,10 +284,25 @@ func (h *Hub) attach(r *request) attachment {
 					if o, n := st.Bounds(); o <= n {
 						oldest, newest = min(oldest, o), max(newest, n)
 					}
+					if _, _, known := s.labelRange(d.idGen); known && d.resume > newest && !h.reps.up.Load() {
+						// Redis does not answer, so its bounds are old: an
+						// id of this stream ahead of them is one the owner
+						// issued since. Resume there; the client waits for
+						// the tail rather than getting its frames again.
+						newest = d.resume
+					}
 				}
 			}
 			reason := ""
 			lo, hi, ok := s.labelRange(d.idGen)
+			if st := s.redisLog(); st != nil && (!ok || d.resume < lo || d.resume > hi) &&
+				s.rep.role.Load() == roleFollower && d.resume <= newest &&
+				h.idInLog(r.ctx, st.Gen(), replay.ID{Gen: d.idGen, Seq: d.resume}) {
+				// A follower learns labels from the frames it tails, so it
+				// may not know where an older label began: the frame in
+				// Redis says whether the id is one the owner issued.
+				lo, hi, ok = d.resume, d.resume, true
+			}
 			if d.resume > newest || !ok || d.resume < lo || d.resume > hi {
 				reason = ReasonUnknown
 			} else if d.resume+1 < oldest {

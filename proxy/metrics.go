@@ -23,6 +23,7 @@ type metrics struct {
 	clientsDroppedSlow, clientsGone, clientsEnded        *vm.Counter
 	syncByReason                                         map[string]*vm.Counter // read-only after newMetrics
 	replaySeconds                                        *vm.PrometheusHistogram
+	redisAppends                                         *vm.Counter // Redis append calls (one per burst)
 }
 
 var syncReasons = []string{
@@ -50,6 +51,7 @@ func newMetrics(h *Hub) *metrics {
 		clientsEnded:       s.NewCounter(`lastevent_clients_closed_total{reason="stream_end"}`),
 		syncByReason:       make(map[string]*vm.Counter),
 		replaySeconds:      s.NewPrometheusHistogram("lastevent_replay_seconds"),
+		redisAppends:       s.NewCounter("lastevent_redis_appends_total"),
 	}
 	for _, r := range syncReasons {
 		m.syncByReason[r] = s.NewCounter(`lastevent_resumes_total{outcome="sync_required",reason="` + r + `"}`)

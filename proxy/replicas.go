@@ -276,6 +276,11 @@ func (h *Hub) resolveRemote(r *request) {
 	if logGen.IsZero() {
 		return
 	}
+	// An owner knows its own labels; anyone else trusts an alias only for
+	// an id that its log's frame really carries (an alias is written before
+	// the frames it names, and those may never have made it: a new owner's
+	// frames then hold these sequences).
+	alias = alias && h.idInLog(ctx, logGen, id)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.local(logGen)
@@ -295,10 +300,18 @@ func (h *Hub) resolveRemote(r *request) {
 		}
 		s = h.open(r, key, logGen)
 	}
-	if alias {
+	if alias && s.rep.role.Load() != roleOwner {
 		s.addLabel(id.Gen, from)
 		h.byLabel[id.Gen] = s
 	}
+}
+
+// idInLog reports whether the frame of log gen at id's sequence carries
+// exactly id (one Redis round trip).
+func (h *Hub) idInLog(ctx context.Context, gen replay.Gen, id replay.ID) bool {
+	text, err := redisstore.IDAt(ctx, h.reps.rdb, gen, id.Seq, h.cfg.Redis.Timeout)
+	h.reps.report(err)
+	return err == nil && text == id.String()
 }
 
 // local returns the stream of this replica that issues ids of gen and still

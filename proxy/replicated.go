@@ -50,10 +50,17 @@ type repState struct {
 	retrying    bool             // the write-back loop runs
 	upID        []byte           // the upstream's last event id as of the newest frame, for Redis
 	lastLabel   [genTextLen]byte // a follower's last label seen in a frame (learnLabel)
-	demote      atomic.Bool
-	labelsMu    sync.Mutex
-	stopRenew   chan struct{}
-	renewDone   chan struct{}
+	// A burst of frames held back for one Redis append (stageFrame).
+	stage      [][]byte
+	stageMark  []string // marker reason per staged frame, "" for an event
+	stageFirst uint64
+	stageSize  int
+	demote     atomic.Bool
+	superseded atomic.Bool // the key's index moved to a newer generation: end the stream
+	closed     bool        // runReplicated returned: no write-back or renewal any more (under wmu)
+	labelsMu   sync.Mutex
+	stopRenew  chan struct{}
+	renewDone  chan struct{}
 }
 
 // st is the stream's Redis log, nil when it has none.
@@ -66,6 +73,11 @@ func (s *stream) labelList() []label {
 	}
 	return nil
 }
+
+// maxLabels bounds the labels of one stream (each costs an alias record in
+// Redis): relabels for clients stop there; their sync events may then carry
+// lower ids than the client's.
+const maxLabels = 64
 
 // addLabel records that ids of gen name sequences from-1 on.
 func (s *stream) addLabel(gen replay.Gen, from uint64) {
@@ -137,6 +149,7 @@ func (s *stream) relabelAbove(id replay.ID) bool {
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	s.flushLocked() // staged frames carry the current label: deliver them first
 	head := s.seq.Load()
 	if s.id(head).String() > id.String() {
 		return true
@@ -145,7 +158,9 @@ func (s *stream) relabelAbove(id replay.ID) bool {
 		return false
 	}
 	h := s.hub
-	h.gens.Observe(id.Gen)
+	if !h.gens.Observe(id.Gen) || len(s.labelList()) >= maxLabels {
+		return false // a forged id, or a stream relabelled too often already
+	}
 	gen := h.gens.Next()
 	if st := r.st(); st != nil && r.role.Load() == roleOwner && r.pendingFrom == 0 {
 		if err := st.SetAlias(context.Background(), gen, head+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
@@ -165,6 +180,14 @@ func (s *stream) relabelAbove(id replay.ID) bool {
 // the stream stops.
 func (s *stream) runReplicated() {
 	r := s.rep
+	defer func() {
+		// The loops that write back and renew must not outlive the
+		// stream: they would hold a lease (and a key) for nobody.
+		r.wmu.Lock()
+		r.closed = true
+		s.stopRenewLoop()
+		r.wmu.Unlock()
+	}()
 	takeover := false
 	if !r.follow.IsZero() {
 		owner, err := s.setupFollow(r.follow)
@@ -195,6 +218,9 @@ func (s *stream) runReplicated() {
 			s.startRenew()
 			r.wmu.Unlock()
 			s.runUpstream(takeover)
+			if r.superseded.Load() {
+				return
+			}
 			r.wmu.Lock()
 			s.stopRenewLoop()
 			pending := r.pendingFrom != 0
@@ -204,12 +230,12 @@ func (s *stream) runReplicated() {
 			}
 			// Another replica owns the stream now: follow it from where
 			// this one's log ends (every frame delivered here is in Redis).
-			r.demote.Store(false)
 			if pending {
 				s.hub.log.Warn().Str("stream", genText(s.gen)).Msg("another replica took the stream over while Redis did not answer; ending it here (clients reconnect and get a sync event)")
 				return
 			}
 			s.hub.log.Info().Str("stream", genText(s.gen)).Msg("another replica took the stream over; following it")
+			r.demote.Store(false)
 			r.role.Store(roleFollower)
 			takeover = false
 		}
@@ -359,11 +385,20 @@ func (s *stream) tryAcquire(st *redisstore.Store) bool {
 	}
 	// Catch up: every frame up to the log's newest is delivered before this
 	// replica appends its first.
-	for s.seq.Load() < m.Newest {
-		if _, err := st.Tail(ctx, s.seq.Load(), s.appendFollowed); err != nil {
+	for stalls := 0; s.seq.Load() < m.Newest; {
+		before := s.seq.Load()
+		if _, err := st.Tail(ctx, before, s.appendFollowed); err != nil {
 			h.reps.report(err)
 			_ = st.Release(ctx)
 			return false
+		}
+		if s.seq.Load() == before {
+			// Meta names frames the log does not hold (its key was lost):
+			// do not wait for them forever.
+			if stalls++; stalls == 2 {
+				_ = st.Release(ctx)
+				return false
+			}
 		}
 	}
 	// Frames from here on carry a new label: the previous owner may have
@@ -494,6 +529,20 @@ func (s *stream) followLoop() (acquired, ok bool) {
 			// to renew and write its frames back.
 			freeSeen = true
 			continue
+		}
+		if r.keyHash != "" {
+			cur, ok, err := redisstore.Index(ctx, h.reps.rdb, r.keyHash, h.cfg.Redis.Timeout)
+			h.reps.report(err)
+			if err != nil {
+				continue
+			}
+			if !ok || cur != st.Gen() {
+				// The key moved on to another stream: this log ended for
+				// good. End here too; the clients reconnect and follow
+				// the key's current stream.
+				h.log.Info().Str("stream", genText(s.gen)).Msg("the followed stream was superseded; ending it here")
+				return false, false
+			}
 		}
 		if s.tryAcquire(st) {
 			return true, true

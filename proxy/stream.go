@@ -30,8 +30,11 @@ var (
 	errDemoted = errors.New("lastevent: another replica owns the stream")
 )
 
-// demoted reports that another replica took the stream over (Redis mode).
-func (s *stream) demoted() bool { return s.rep != nil && s.rep.demote.Load() }
+// demoted reports that another replica took the stream over, or that the
+// key moved on to another stream (Redis mode): the reader stops.
+func (s *stream) demoted() bool {
+	return s.rep != nil && (s.rep.demote.Load() || s.rep.superseded.Load())
+}
 
 // stream is one upstream connection feeding one log. One goroutine (run)
 // reads the upstream, parses frames, gives each an id, encodes it once into
@@ -129,6 +132,11 @@ func (s *stream) run() {
 func (s *stream) runUpstream(takeover bool) {
 	cfg := s.hub.cfg
 	p := frame.NewParser(nil, cfg.MaxFrameBytes)
+	if s.rep != nil {
+		// A burst that one read brought is appended to Redis in one call,
+		// sent before the parser waits for more.
+		p.SetBeforeRead(s.flushStage)
+	}
 	resp := &fasthttp.Response{}
 	backoff := cfg.UpstreamBackoffMin
 	connected := takeover
@@ -173,6 +181,7 @@ func (s *stream) runUpstream(takeover bool) {
 			s.markReady(nil)
 			before := s.seq.Load()
 			err = s.read(p, resp)
+			s.flushStage()
 			if s.seq.Load() > before {
 				// Only a connection that carried frames resets the backoff,
 				// so an upstream that accepts and drops at once is not
@@ -278,7 +287,7 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 		out := *f
 		out.Retry, s.pendingRetry = s.pendingRetry, -1
 		s.lockWrite()
-		seq := s.seq.Load() + 1
+		seq := s.nextSeq()
 		s.idText = s.id(seq).AppendText(s.idText[:0])
 		s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &out)
 		s.publish(seq, "")
@@ -292,12 +301,12 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 // appendMarker puts a sync-required frame into the log: every client that
 // reads past this point learns that frames may have been lost here.
 func (s *stream) appendMarker(reason string) {
-	if s.markerAt != 0 && s.markerAt == s.seq.Load() && s.markerReason == reason {
-		return // nothing arrived since the same marker: one tells it all
-	}
 	s.lockWrite()
 	defer s.unlockWrite()
-	seq := s.seq.Load() + 1
+	seq := s.nextSeq()
+	if s.markerAt != 0 && s.markerAt == seq-1 && s.markerReason == reason {
+		return // nothing arrived since the same marker: one tells it all
+	}
 	s.markerAt, s.markerReason = seq, reason
 	s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), reason, false)
 	s.hub.metrics.syncMarkers.Inc()
@@ -324,19 +333,43 @@ func (s *stream) unlockWrite() {
 // clients; marker is the reason when the frame is a sync-required marker. In
 // Redis mode the frame goes to Redis first, and the caller holds lockWrite.
 func (s *stream) publish(seq uint64, marker string) {
-	if s.rep != nil && !s.commit(seq, marker) {
+	if s.rep != nil {
+		if s.stageFrame(seq, marker) {
+			return // goes to Redis with the rest of its burst (flushStage)
+		}
+		if !s.commit(seq, marker) {
+			return
+		}
+	}
+	if !s.deliver(seq, s.scratch) {
 		return
 	}
-	if err := s.log.Append(seq, s.scratch); err != nil {
-		// Only possible after Close; the stream is ending.
-		return
-	}
-	s.seq.Store(seq)
-	s.hub.metrics.framesIn.Inc()
 	if cap(s.scratch) > 64<<10 && len(s.scratch) < cap(s.scratch)/4 {
 		s.scratch = nil // do not keep a giant frame's buffer
 	}
 	s.wakeAll()
+}
+
+// deliver puts frame into the local log under seq (the clients read it from
+// there once woken); false once the log is closed (the stream is ending).
+func (s *stream) deliver(seq uint64, frame []byte) bool {
+	if err := s.log.Append(seq, frame); err != nil {
+		return false
+	}
+	s.seq.Store(seq)
+	s.hub.metrics.framesIn.Inc()
+	return true
+}
+
+// nextSeq is the sequence of the next frame: after the delivered ones and,
+// in Redis mode, the ones staged for Redis. The writer calls it under
+// lockWrite.
+func (s *stream) nextSeq() uint64 {
+	n := s.seq.Load() + 1
+	if s.rep != nil {
+		n += uint64(len(s.rep.stage))
+	}
+	return n
 }
 
 // wakeAll wakes every client; only the stream's writer goroutine calls it.

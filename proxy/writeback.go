@@ -22,6 +22,7 @@ func (s *stream) commit(seq uint64, marker string) bool {
 	if r.st() == nil || r.role.Load() != roleOwner {
 		return true
 	}
+	h.metrics.redisAppends.Inc()
 	err := r.st().AppendContext(context.Background(), seq, [][]byte{s.scratch}, string(r.upID))
 	h.reps.report(err)
 	switch {
@@ -48,45 +49,156 @@ func (s *stream) commit(seq uint64, marker string) bool {
 // delays it nor a Redis still down stalls delivery. The caller holds wmu.
 func (s *stream) startWriteBack() {
 	r := s.rep
-	if r.retrying {
+	if r.retrying || r.closed {
 		return
 	}
 	r.retrying = true
 	go func() {
 		t := time.NewTicker(s.retryEvery())
 		defer t.Stop()
+		quit := func() {
+			r.wmu.Lock()
+			r.retrying = false
+			r.wmu.Unlock()
+		}
 		for {
 			select {
 			case <-s.stop:
-				r.wmu.Lock()
-				r.retrying = false
-				r.wmu.Unlock()
+				quit()
+				return
+			case <-s.done:
+				quit()
 				return
 			case <-t.C:
 			}
+			// Only once Redis answers does the loop take the write lock:
+			// while it is down the owner's delivery must not wait on the
+			// loop's timeouts.
+			if s.hub.reps.ping() != nil {
+				continue
+			}
 			r.wmu.Lock()
-			if r.pendingFrom == 0 || r.demote.Load() {
-				r.retrying = false
-				r.wmu.Unlock()
+			stop := r.pendingFrom == 0 || r.demote.Load() || r.closed
+			if !stop {
+				stop = s.writeBack()
+			}
+			if stop {
+				r.retrying = false // under wmu: a new outage starts a new loop
+			}
+			r.wmu.Unlock()
+			if stop {
 				return
 			}
-			s.writeBack()
-			r.wmu.Unlock()
 		}
 	}()
 }
 
 // reencode rewrites the frame in s.scratch for the id of seq, after a
-// relabel: a marker is encoded again; an event's id is the first line and
-// has a fixed width, so it is overwritten in place.
-func (s *stream) reencode(seq uint64, old replay.ID, marker string) {
+// relabel (see reencodeBuf).
+func (s *stream) reencode(seq uint64, _ replay.ID, marker string) {
+	s.scratch = s.reencodeBuf(s.scratch, seq, marker)
+}
+
+// reencodeBuf rewrites frame for the id of seq after a relabel: a marker is
+// encoded again; an event's id is the first line and has a fixed width, so
+// it is overwritten in place.
+func (s *stream) reencodeBuf(frame []byte, seq uint64, marker string) []byte {
 	if marker != "" {
-		s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), marker, false)
+		return appendSyncRequired(frame[:0], s.id(seq), marker, false)
+	}
+	if len(frame) >= 4+replay.TextLen && string(frame[:4]) == "id: " {
+		s.id(seq).AppendText(frame[4:4])
+	}
+	return frame
+}
+
+// Bounds of a staged burst: one Redis call carries at most this many frames
+// or bytes (a bigger frame goes alone).
+const (
+	stageFrames = 64
+	stageBytes  = 256 << 10
+)
+
+// stageFrame holds the frame in s.scratch back for one Redis append with
+// the rest of its burst, when this replica owns the stream and Redis
+// answers; it reports whether it did. The caller holds lockWrite.
+func (s *stream) stageFrame(seq uint64, marker string) bool {
+	r := s.rep
+	if r.pendingFrom != 0 || r.st() == nil || r.role.Load() != roleOwner {
+		return false
+	}
+	i := len(r.stage)
+	if i == 0 {
+		r.stageFirst, r.stageSize = seq, 0
+	}
+	if i < cap(r.stage) {
+		r.stage = r.stage[:i+1]
+		r.stage[i] = append(r.stage[i][:0], s.scratch...)
+	} else {
+		r.stage = append(r.stage, append([]byte(nil), s.scratch...))
+	}
+	r.stageMark = append(r.stageMark[:i], marker)
+	r.stageSize += len(s.scratch)
+	if len(r.stage) >= stageFrames || r.stageSize >= stageBytes {
+		s.flushLocked()
+	}
+	return true
+}
+
+// flushStage appends the staged frames to Redis in one call, then delivers
+// them; the parser calls it before it waits for the upstream.
+func (s *stream) flushStage() {
+	if s.rep == nil {
 		return
 	}
-	if len(s.scratch) >= 4+replay.TextLen && string(s.scratch[:4]) == "id: " {
-		s.id(seq).AppendText(s.scratch[4:4])
+	s.lockWrite()
+	s.flushLocked()
+	s.unlockWrite()
+}
+
+// flushLocked is flushStage under lockWrite. On a refusal by another owner
+// the frames are dropped (that owner reads the upstream itself); when Redis
+// does not answer they are relabelled and delivered, and the owner goes on
+// degraded, as commit does for one frame.
+func (s *stream) flushLocked() {
+	r, h := s.rep, s.hub
+	if len(r.stage) == 0 {
+		return
 	}
+	first := r.stageFirst
+	defer func() {
+		for i := range r.stage {
+			if cap(r.stage[i]) > 64<<10 {
+				r.stage[i] = nil // do not keep a giant frame's buffer
+			}
+		}
+		r.stage, r.stageMark = r.stage[:0], r.stageMark[:0]
+	}()
+	r.upID = append(r.upID[:0], s.upLastID...)
+	h.metrics.redisAppends.Inc()
+	err := r.st().AppendContext(context.Background(), first, r.stage, string(r.upID))
+	h.reps.report(err)
+	switch {
+	case err == nil:
+	case errors.Is(err, redisstore.ErrFenced):
+		r.demote.Store(true)
+		s.closeBody()
+		return
+	default:
+		h.log.Warn().Err(err).Str("stream", genText(s.gen)).Uint64("seq", first).Msg("Redis append failed; serving this replica's clients alone until it answers")
+		s.relabel(first)
+		for i := range r.stage {
+			r.stage[i] = s.reencodeBuf(r.stage[i], first+uint64(i), r.stageMark[i])
+		}
+		r.pendingFrom = first
+		s.startWriteBack()
+	}
+	for i, f := range r.stage {
+		if !s.deliver(first+uint64(i), f) {
+			return
+		}
+	}
+	s.wakeAll()
 }
 
 // writeBack puts the frames this owner delivered while Redis did not answer
@@ -145,18 +257,24 @@ func (s *stream) writeBack() bool {
 				return false
 			}
 			if !old.IsZero() {
-				if alive, err := h.leased(ctx, old); err != nil || alive {
-					if err != nil {
-						st.Close()
-						return false
-					}
-					// Another replica runs this key's stream now: two
-					// writers must not share it. End this one.
+				alive, err := h.leased(ctx, old)
+				if err != nil {
+					st.Close()
+					return false
+				}
+				if alive && genAfter(old, cur.gen) {
+					// Another replica runs this key's stream now, under a
+					// newer generation: two writers must not share the
+					// key. End this one.
 					st.Close()
 					r.demote.Store(true)
 					s.closeBody()
 					return false
 				}
+				// A live but older one (opened elsewhere while this owner
+				// could not reach Redis) gives way: the index names the
+				// newest generation, so every client's ids keep rising;
+				// its owner sees that at its next renewal and ends it.
 			}
 			won, err := st.ClaimIndex(ctx, r.keyHash, old, h.cfg.Redis.Lease+h.cfg.Redis.Retention)
 			h.reps.report(err)
@@ -173,10 +291,17 @@ func (s *stream) writeBack() bool {
 		}
 		s.becomeOwner(st)
 		s.startRenew()
-	} else if cur.gen != r.st().Gen() {
-		if err := r.st().SetAlias(ctx, cur.gen, cur.from, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
-			h.reps.report(err)
-			return false
+	} else {
+		// Every label issued while Redis was away names frames of this
+		// log now.
+		for _, l := range s.labelList() {
+			if l.gen == r.st().Gen() || l.from < r.pendingFrom {
+				continue
+			}
+			if err := r.st().SetAlias(ctx, l.gen, l.from, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
+				h.reps.report(err)
+				return false
+			}
 		}
 	}
 	// Append what Redis lacks, oldest first, in batches.
@@ -203,6 +328,7 @@ func (s *stream) writeBack() bool {
 	}
 	var batch [][]byte
 	var buf []byte
+	size := 0
 	first := next
 	for seq := next; seq <= newest; seq++ {
 		var last uint64
@@ -211,16 +337,39 @@ func (s *stream) writeBack() bool {
 			return false
 		}
 		batch = append(batch, append([]byte(nil), b...))
-		if len(batch) == 256 || seq == newest {
+		size += len(b)
+		if len(batch) == 256 || size >= stageBytes || seq == newest {
 			if err := r.st().AppendContext(ctx, first, batch, string(r.upID)); err != nil {
 				h.reps.report(err)
 				return false
 			}
-			first, batch = seq+1, batch[:0]
+			first, batch, size = seq+1, batch[:0], 0
 		}
 	}
 	h.log.Info().Str("stream", genText(s.gen)).Uint64("from", next).Uint64("to", newest).Msg("Redis answers again; frames served meanwhile written back")
 	r.pendingFrom = 0
+	return true
+}
+
+// genAfter reports whether generation a sorts after b.
+func genAfter(a, b replay.Gen) bool { return string(a[:]) > string(b[:]) }
+
+// supersededBy reports (shared mode) that the key's index names a newer
+// generation than this owner's log st: another replica's stream for the key
+// won, so this one ends (its clients reconnect and follow that one).
+func (s *stream) supersededBy(st *redisstore.Store) bool {
+	r, h := s.rep, s.hub
+	if r.keyHash == "" {
+		return false
+	}
+	cur, ok, err := redisstore.Index(context.Background(), h.reps.rdb, r.keyHash, h.cfg.Redis.Timeout)
+	h.reps.report(err)
+	if err != nil || !ok || !genAfter(cur, st.Gen()) {
+		return false
+	}
+	h.log.Warn().Str("stream", genText(s.gen)).Str("index", genText(cur)).Msg("the key's stream continues under a newer generation elsewhere; ending this one")
+	r.superseded.Store(true)
+	s.closeBody()
 	return true
 }
 
@@ -242,7 +391,7 @@ func (s *stream) closeBody() {
 // index entry and alias records with it.
 func (s *stream) startRenew() {
 	r := s.rep
-	if r.st() == nil || r.stopRenew != nil {
+	if r.st() == nil || r.stopRenew != nil || r.closed {
 		return
 	}
 	r.stopRenew, r.renewDone = make(chan struct{}), make(chan struct{})
@@ -280,6 +429,9 @@ func (s *stream) renewLoop(st *redisstore.Store, stop, done chan struct{}) {
 		h.reps.report(err)
 		switch {
 		case err == nil:
+			if s.supersededBy(st) {
+				return
+			}
 			keys := []string{}
 			if s.rep.keyHash != "" {
 				keys = append(keys, redisstore.IndexKey(s.rep.keyHash))

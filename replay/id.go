@@ -54,13 +54,26 @@ func NewGeneratorClock(now func() time.Time) *Generator {
 // hybrid logical clock does with the timestamps it receives: a replica whose
 // clock is behind still issues generations that sort after the ones its
 // clients already hold.
-func (g *Generator) Observe(seen Gen) {
+//
+// A generation whose time is more than MaxObservedSkew ahead of this
+// Generator's clock is ignored, and Observe reports false: it was forged or
+// comes from a broken clock, and following it would push every later
+// generation (up to the end of the time range) past it.
+func (g *Generator) Observe(seen Gen) bool {
+	if seen.Time().After(g.now().Add(MaxObservedSkew)) {
+		return false
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if bytes.Compare(seen[:], g.last[:]) > 0 {
 		g.last = seen
 	}
+	return true
 }
+
+// MaxObservedSkew is how far ahead of the local clock an observed generation
+// may be.
+const MaxObservedSkew = 24 * time.Hour
 
 // maxMillis is the largest time the 48 time bits of a Gen can hold.
 const maxMillis = 1<<48 - 1

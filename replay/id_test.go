@@ -353,3 +353,27 @@ func TestGeneratorRandomness(t *testing.T) {
 		t.Fatalf("consecutive gens %x and %x differ in %d bits", a, b, diff)
 	}
 }
+
+// TestObserveIgnoresFarFuture: a generation from far ahead of the clock (a
+// forged Last-Event-ID) is not observed, so later generations do not jump
+// to the end of the time range (where adding to them would wrap).
+func TestObserveIgnoresFarFuture(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	g := NewGeneratorClock(func() time.Time { return now })
+	before := g.Next()
+	forged, err := ParseID([]byte("7ZZZZZZZZZZZZZZZZZZZZZZZZZ-0000000000001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Observe(forged.Gen) {
+		t.Fatal("a generation from the year 10889 was observed")
+	}
+	near := NewGeneratorClock(func() time.Time { return now.Add(time.Hour) }).Next()
+	if !g.Observe(near) {
+		t.Fatal("a generation an hour ahead (clock skew) was not observed")
+	}
+	next := g.Next()
+	if !(ID{Gen: next}.String() > ID{Gen: near}.String()) || !(ID{Gen: next}.String() > ID{Gen: before}.String()) {
+		t.Fatalf("after observing %v: next %v (before %v)", near, next, before)
+	}
+}

@@ -240,3 +240,26 @@ func (s *Store) Watched(ctx context.Context) (bool, error) {
 	}
 	return n == 1, nil
 }
+
+// IDAt returns the id that the frame at seq of generation gen's log carries
+// (its "id:" line), "" when the log holds no such frame. A replica checks a
+// client's id against it before trusting an alias: the label must be the
+// one the frame was sent with.
+func IDAt(ctx context.Context, c redis.UniversalClient, gen replay.Gen, seq uint64, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, log, _ := Keys(gen)
+	entry := strconv.FormatUint(seq, 10) + "-0"
+	msgs, err := c.XRangeN(ctx, log, entry, entry, 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("redisstore: id at %s %d: %w", log, seq, err)
+	}
+	if len(msgs) == 0 {
+		return "", nil
+	}
+	f, _ := msgs[0].Values["f"].(string)
+	if len(f) < 4+replay.TextLen || f[:4] != "id: " {
+		return "", nil
+	}
+	return f[4 : 4+replay.TextLen], nil
+}
