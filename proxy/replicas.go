@@ -39,7 +39,7 @@ type replicas struct {
 
 func newReplicas(cfg *Config, log zerolog.Logger) (*replicas, error) {
 	rc := cfg.Redis
-	pool := cfg.UpstreamMaxConnections + 16 // one blocking read per followed stream, and the rest
+	pool := max(cfg.UpstreamMaxConnections, cfg.MaxConnections) + 16 // one blocking read per followed stream (at most one stream per client), and the rest
 	var rdb redis.UniversalClient
 	if rc.Cluster {
 		o, err := redis.ParseClusterURL(rc.URL)
