@@ -175,12 +175,20 @@ func (h *Hub) decide(r *request) decision {
 	}
 	// A stream that is closing (its linger ran out, its reader has not
 	// returned yet) takes no new client: its generation is as good as gone,
-	// and in shared mode its key gets a new stream.
+	// and in shared mode its key gets a new stream. In Redis mode its log
+	// lives on: a follower of it takes its place, and the client resumes.
+	var old *stream
+	var successor replay.Gen
 	if known != nil && known.ending() {
-		known = nil
+		old, known = known, nil
+		if st := old.redisLog(); st != nil {
+			successor = st.Gen()
+		}
 	}
 	if h.cfg.Mode == ModeSession {
 		switch {
+		case known == nil && !successor.IsZero() && old.target == r.target && old.keyHdrs == r.keyHdrs:
+			return decision{s: h.open(r, "", successor), resume: id.Seq, idGen: id.Gen, resum: true}
 		case !hasID:
 			return decision{s: h.open(r, "", replay.Gen{}), opener: true}
 		case idErr != nil:
@@ -197,8 +205,15 @@ func (h *Hub) decide(r *request) decision {
 	key := r.target + "\x00" + r.keyHdrs
 	s := h.byKey[key]
 	opener := false
-	if s == nil || s.ending() {
-		s, opener = h.open(r, key, replay.Gen{}), true
+	// s == known was found not ending just above; looking again could see it
+	// end in between and split one stream into two answers.
+	if s == nil || (s != known && s.ending()) {
+		if !successor.IsZero() && old.key == key {
+			s = h.open(r, key, successor)
+			known = s
+		} else {
+			s, opener = h.open(r, key, replay.Gen{}), true
+		}
 	}
 	switch {
 	case !hasID:
