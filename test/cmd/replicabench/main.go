@@ -241,11 +241,11 @@ func run() int {
 		}
 	}
 	for _, le := range []*lastevent{e.m, e.a, e.b} {
-		if le.exited() {
-			e.anomaly(fmt.Sprintf("%s exited during the run:\n%s", le.name, le.logTail()))
+		if le.Exited() {
+			e.anomaly(fmt.Sprintf("%s exited during the run:\n%s", le.Name, le.LogTail()))
 		}
-		if n := countLogLevel(le.logf.Name(), "warn", "error"); n > 0 {
-			e.anomaly(fmt.Sprintf("%s logged %d warn/error lines (see %s)", le.name, n, le.logf.Name()))
+		if n := countLogLevel(le.Log.Name(), "warn", "error"); n > 0 {
+			e.anomaly(fmt.Sprintf("%s logged %d warn/error lines (see %s)", le.Name, n, le.Log.Name()))
 		}
 	}
 	md := e.report(fan, res, started, load0)
@@ -337,11 +337,11 @@ func (e *env) setup() error {
 	if e.rds, err = startRedis(c.redisBin, e.dir); err != nil {
 		return err
 	}
-	logf("redis-server %s on %s (pid %d)", e.rds.version, e.rds.addr, e.rds.pid())
+	logf("redis-server %s on %s (pid %d)", e.rds.version, e.rds.addr, e.rds.PID())
 	if e.up, err = startUpstream(e.dir); err != nil {
 		return err
 	}
-	logf("generator on %s (pid %d)", e.up.addr, e.up.pid())
+	logf("generator on %s (pid %d)", e.up.addr, e.up.PID())
 	if e.m, err = startLastevent(bin, e.dir, "M", e.up, c.clients); err != nil {
 		return err
 	}
@@ -353,7 +353,7 @@ func (e *env) setup() error {
 		return err
 	}
 	for _, le := range []*lastevent{e.m, e.a, e.b} {
-		logf("lastevent %s on %s, admin %s (pid %d)", le.name, le.addr, le.admin, le.pid())
+		logf("lastevent %s on %s, admin %s (pid %d)", le.Name, le.addr, le.admin, le.PID())
 	}
 	return nil
 }
@@ -361,8 +361,8 @@ func (e *env) setup() error {
 // cpuSample is the CPU seconds so far of every process of the run.
 func (e *env) cpuSample() map[string]float64 {
 	m := map[string]float64{
-		"M": cpuOf(e.m.pid()), "A": cpuOf(e.a.pid()), "B": cpuOf(e.b.pid()),
-		"redis": cpuOf(e.rds.pid()), "generator": cpuOf(e.up.pid()), "clients": cpuOf(os.Getpid()),
+		"M": cpuOf(e.m.PID()), "A": cpuOf(e.a.PID()), "B": cpuOf(e.b.PID()),
+		"redis": cpuOf(e.rds.PID()), "generator": cpuOf(e.up.PID()), "clients": cpuOf(os.Getpid()),
 	}
 	return m
 }

@@ -12,160 +12,25 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/lastevent/lastevent/test/load"
 )
 
-// proc is a child process this run started; it is only ever stopped by its
-// own PID.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	logf *os.File
-}
+// proc is a child process this run started (load.Child).
+type proc = load.Child
 
-var (
-	procsMu sync.Mutex
-	procs   = map[*proc]bool{}
-)
-
-// start runs path with args and env, its stdout and stderr to logPath.
-// When pipe is "stdout" or "stderr", that stream goes to the returned
-// reader instead, which the caller must drain.
 func start(name, path string, args, env []string, logPath, pipe string) (*proc, io.Reader, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = lf, lf
-	// If this tool dies, its children go with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var r, w *os.File
-	if pipe != "" {
-		if r, w, err = os.Pipe(); err != nil {
-			lf.Close()
-			return nil, nil, err
-		}
-		if pipe == "stdout" {
-			cmd.Stdout = w
-		} else {
-			cmd.Stderr = w
-		}
-	}
-	err = cmd.Start()
-	if w != nil {
-		w.Close()
-	}
-	if err != nil {
-		lf.Close()
-		if r != nil {
-			r.Close()
-		}
-		return nil, nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logf: lf}
-	procsMu.Lock()
-	procs[p] = true
-	procsMu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	if r == nil {
-		return p, nil, nil
-	}
-	return p, r, nil
+	return load.StartChild(name, path, args, env, logPath, pipe)
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func stopAll() { load.StopChildren() }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends sig to the process (by its PID), waits up to grace, then
-// kills it.
-func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
-	if p == nil {
-		return
-	}
-	procsMu.Lock()
-	if !procs[p] {
-		procsMu.Unlock()
-		return
-	}
-	delete(procs, p)
-	procsMu.Unlock()
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.logf.Close()
-}
-
-// stopAll ends every child still running, each by its own PID.
-func stopAll() {
-	procsMu.Lock()
-	all := make([]*proc, 0, len(procs))
-	for p := range procs {
-		all = append(all, p)
-	}
-	procsMu.Unlock()
-	for _, p := range all {
-		p.stop(syscall.SIGTERM, 3*time.Second)
-	}
-}
-
-func (p *proc) logTail() string {
-	b, _ := os.ReadFile(p.logf.Name())
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
-}
-
-// baseEnv is this process's environment without LASTEVENT_* variables, so
-// that the caller's settings cannot change a run.
-func baseEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "LASTEVENT_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+func baseEnv() []string { return load.BaseEnv() }
 
 func readLine(br *bufio.Reader, timeout time.Duration) (string, error) {
-	type res struct {
-		s   string
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		s, err := br.ReadString('\n')
-		ch <- res{strings.TrimSpace(s), err}
-	}()
-	select {
-	case r := <-ch:
-		return r.s, r.err
-	case <-time.After(timeout):
-		return "", errors.New("timed out")
-	}
+	return load.ReadLine(br, timeout)
 }
 
 func freePort() (string, error) {
@@ -199,22 +64,11 @@ type upstream struct {
 }
 
 func startUpstream(dir string) (*upstream, error) {
-	self, err := os.Executable()
+	p, addr, err := load.StartGeneratorChild(baseEnv(), filepath.Join(dir, "upstream.log"))
 	if err != nil {
 		return nil, err
 	}
-	p, out, err := start("upstream", self, []string{"upstream", "-listen", "127.0.0.1:0"}, baseEnv(), filepath.Join(dir, "upstream.log"), "stdout")
-	if err != nil {
-		return nil, err
-	}
-	br := bufio.NewReader(out)
-	line, err := readLine(br, 10*time.Second)
-	if err != nil || !strings.HasPrefix(line, "listening ") {
-		p.stop(syscall.SIGKILL, time.Second)
-		return nil, fmt.Errorf("upstream did not start: %q %v", line, err)
-	}
-	go func() { _, _ = io.Copy(io.Discard, br) }()
-	return &upstream{proc: p, addr: strings.TrimPrefix(line, "listening ")}, nil
+	return &upstream{proc: p, addr: addr}, nil
 }
 
 // head is the newest sequence the generator sent on topic.
@@ -270,9 +124,9 @@ func startRedis(bin, dir string) (*redisServer, error) {
 		if pingRedis(addr) == nil {
 			return &redisServer{proc: p, addr: addr, version: version}, nil
 		}
-		if p.exited() || time.Now().After(deadline) {
-			p.stop(syscall.SIGKILL, time.Second)
-			return nil, fmt.Errorf("redis-server did not answer PING on %s:\n%s", addr, p.logTail())
+		if p.Exited() || time.Now().After(deadline) {
+			p.Stop(syscall.SIGKILL, time.Second)
+			return nil, fmt.Errorf("redis-server did not answer PING on %s:\n%s", addr, p.LogTail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -332,7 +186,7 @@ func startLastevent(bin, dir, name string, up *upstream, clients int, extra ...s
 		sent := false
 		for sc.Scan() {
 			line := sc.Bytes()
-			_, _ = p.logf.Write(append(line, '\n'))
+			_, _ = p.Log.Write(append(line, '\n'))
 			if sent {
 				continue
 			}
@@ -348,11 +202,11 @@ func startLastevent(bin, dir, name string, up *upstream, clients int, extra ...s
 	var s started
 	select {
 	case s = <-ch:
-	case <-p.done:
-		return nil, fmt.Errorf("%s exited at start:\n%s", name, p.logTail())
+	case <-p.Done:
+		return nil, fmt.Errorf("%s exited at start:\n%s", name, p.LogTail())
 	case <-time.After(15 * time.Second):
-		p.stop(syscall.SIGKILL, time.Second)
-		return nil, fmt.Errorf("%s did not log its start:\n%s", name, p.logTail())
+		p.Stop(syscall.SIGKILL, time.Second)
+		return nil, fmt.Errorf("%s did not log its start:\n%s", name, p.LogTail())
 	}
 	le := &lastevent{proc: p, name: name, addr: s.listen, admin: s.admin}
 	// Redis mode is ready after the first Redis answer.
@@ -365,9 +219,9 @@ func startLastevent(bin, dir, name string, up *upstream, clients int, extra ...s
 				return le, nil
 			}
 		}
-		if p.exited() || time.Now().After(deadline) {
-			p.stop(syscall.SIGTERM, 3*time.Second)
-			return nil, fmt.Errorf("%s not ready:\n%s", name, p.logTail())
+		if p.Exited() || time.Now().After(deadline) {
+			p.Stop(syscall.SIGTERM, 3*time.Second)
+			return nil, fmt.Errorf("%s not ready:\n%s", name, p.LogTail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -10,154 +10,27 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/lastevent/lastevent/test/load"
 )
 
-// proc is a child process this run started; it is only ever stopped by its
-// own PID.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
+// proc is a child process this run started (load.Child).
+type proc = load.Child
+
+func start(name, path string, args, env []string, logPath, pipe string) (*proc, io.Reader, error) {
+	return load.StartChild(name, path, args, env, logPath, pipe)
 }
 
-var (
-	procsMu sync.Mutex
-	procs   = map[*proc]bool{}
-)
+func stopAll() { load.StopChildren() }
 
-// start runs path with args and env; its output goes to logPath, or to the
-// returned reader when pipe is set (stdout for our own subcommands, stderr
-// for lastevent), which the caller must drain.
-func start(name, path string, args, env []string, logPath string, pipe string) (*proc, io.Reader, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = lf, lf
-	// If this tool dies, its children go with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// An os.Pipe rather than cmd.StdoutPipe: Wait (run at once below) must
-	// not close the reading end before the caller has read everything.
-	var r, w *os.File
-	if pipe != "" {
-		if r, w, err = os.Pipe(); err != nil {
-			lf.Close()
-			return nil, nil, err
-		}
-		if pipe == "stdout" {
-			cmd.Stdout = w
-		} else {
-			cmd.Stderr = w
-		}
-	}
-	err = cmd.Start()
-	if w != nil {
-		w.Close()
-	}
-	if err != nil {
-		lf.Close()
-		if r != nil {
-			r.Close()
-		}
-		return nil, nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: lf}
-	procsMu.Lock()
-	procs[p] = true
-	procsMu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	if r == nil {
-		return p, nil, nil
-	}
-	return p, r, nil
-}
+func baseEnv() []string { return load.BaseEnv() }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends sig to the process, waits up to grace, then kills it (and, for
-// nginx, the workers it left, by their PIDs).
-func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
-	if p == nil {
-		return
-	}
-	kids := load.Children(p.pid())
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	for _, k := range kids {
-		if alive(k) {
-			_ = syscall.Kill(k, syscall.SIGKILL)
-		}
-	}
-	p.log.Close()
-	procsMu.Lock()
-	delete(procs, p)
-	procsMu.Unlock()
-}
-
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err == nil && !strings.Contains(string(b), ") Z ")
-}
-
-// stopAll ends every child still running (on an interrupt or a failure).
-func stopAll() {
-	procsMu.Lock()
-	all := make([]*proc, 0, len(procs))
-	for p := range procs {
-		all = append(all, p)
-	}
-	procsMu.Unlock()
-	for _, p := range all {
-		p.stop(syscall.SIGTERM, 3*time.Second)
-	}
-}
-
-func (p *proc) logTail() string {
-	b, _ := os.ReadFile(p.log.Name())
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
-}
-
-// baseEnv is this process's environment without LASTEVENT_* variables, so
-// that the caller's settings cannot change a run.
-func baseEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "LASTEVENT_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
-			env = append(env, kv)
-		}
-	}
-	return env
+func readLine(br *bufio.Reader, timeout time.Duration) (string, error) {
+	return load.ReadLine(br, timeout)
 }
 
 // upstream is the generator subprocess.
@@ -167,40 +40,11 @@ type upstream struct {
 }
 
 func startUpstream(dir, name string) (*upstream, error) {
-	self, err := os.Executable()
+	p, addr, err := load.StartGeneratorChild(baseEnv(), filepath.Join(dir, name+"-upstream.log"))
 	if err != nil {
 		return nil, err
 	}
-	p, out, err := start("upstream", self, []string{"upstream", "-listen", "127.0.0.1:0"}, baseEnv(), filepath.Join(dir, name+"-upstream.log"), "stdout")
-	if err != nil {
-		return nil, err
-	}
-	br := bufio.NewReader(out)
-	line, err := readLine(br, 10*time.Second)
-	if err != nil || !strings.HasPrefix(line, "listening ") {
-		p.stop(syscall.SIGKILL, time.Second)
-		return nil, fmt.Errorf("upstream did not start: %q %v", line, err)
-	}
-	go io.Copy(io.Discard, br)
-	return &upstream{proc: p, addr: strings.TrimPrefix(line, "listening ")}, nil
-}
-
-func readLine(br *bufio.Reader, timeout time.Duration) (string, error) {
-	type res struct {
-		s   string
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		s, err := br.ReadString('\n')
-		ch <- res{strings.TrimSpace(s), err}
-	}()
-	select {
-	case r := <-ch:
-		return r.s, r.err
-	case <-time.After(timeout):
-		return "", errors.New("timed out")
-	}
+	return &upstream{proc: p, addr: addr}, nil
 }
 
 var httpc = &http.Client{Timeout: 120 * time.Second}
@@ -246,9 +90,9 @@ func (t *target) stop() {
 	}
 	switch t.kind {
 	case "nginx":
-		t.p.stop(syscall.SIGTERM, 5*time.Second) // fast shutdown of master and workers
+		t.p.Stop(syscall.SIGTERM, 5*time.Second) // fast shutdown of master and workers
 	default:
-		t.p.stop(syscall.SIGTERM, 5*time.Second)
+		t.p.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 }
 
@@ -293,7 +137,7 @@ func startLastevent(dir, name string, up *upstream, o lasteventOpts) (*target, e
 		sent := false
 		for sc.Scan() {
 			line := sc.Bytes()
-			p.log.Write(append(line, '\n'))
+			p.Log.Write(append(line, '\n'))
 			if sent {
 				continue
 			}
@@ -313,11 +157,11 @@ func startLastevent(dir, name string, up *upstream, o lasteventOpts) (*target, e
 			t.admin = pprofAddr
 		}
 		return t, nil
-	case <-p.done:
-		return nil, fmt.Errorf("lastevent exited at start:\n%s", p.logTail())
+	case <-p.Done:
+		return nil, fmt.Errorf("lastevent exited at start:\n%s", p.LogTail())
 	case <-time.After(15 * time.Second):
-		p.stop(syscall.SIGKILL, time.Second)
-		return nil, fmt.Errorf("lastevent did not log its start:\n%s", p.logTail())
+		p.Stop(syscall.SIGKILL, time.Second)
+		return nil, fmt.Errorf("lastevent did not log its start:\n%s", p.LogTail())
 	}
 }
 
@@ -395,16 +239,16 @@ func startNginx(bin, dir, name string, up *upstream) (*target, error) {
 		if c, err := net.Dial("tcp", listen); err == nil {
 			c.Close()
 			// The workers must be up too, not only the master's socket.
-			if len(load.Children(p.pid())) > 0 {
+			if len(load.Children(p.PID())) > 0 {
 				return &target{kind: "nginx", addr: listen, p: p}, nil
 			}
 		}
 		select {
-		case <-p.done:
+		case <-p.Done:
 			b, _ := os.ReadFile(filepath.Join(ndir, "nginx-error.log"))
-			return nil, fmt.Errorf("nginx exited at start:\n%s%s", p.logTail(), b)
+			return nil, fmt.Errorf("nginx exited at start:\n%s%s", p.LogTail(), b)
 		case <-ctx.Done():
-			p.stop(syscall.SIGTERM, 3*time.Second)
+			p.Stop(syscall.SIGTERM, 3*time.Second)
 			return nil, errors.New("nginx did not start listening")
 		case <-time.After(20 * time.Millisecond):
 		}

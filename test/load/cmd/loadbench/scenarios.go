@@ -153,7 +153,7 @@ func (e *env) runScenario(name, kind string) (r Result) {
 		r.Error = err.Error()
 		return r
 	}
-	defer up.stop(syscall.SIGKILL, time.Second)
+	defer up.Stop(syscall.SIGKILL, time.Second)
 	t, err := e.startTarget(tag, kind, sc, up)
 	if err != nil {
 		r.Error = err.Error()
@@ -168,7 +168,7 @@ func (e *env) runScenario(name, kind string) (r Result) {
 	case "S4":
 		e.runStorm(&r, sc, kind, up, t)
 	}
-	if t.p != nil && t.p.exited() {
+	if t.p != nil && t.p.Exited() {
 		r.Error = strings.TrimSpace(r.Error + " " + kind + " exited during the run")
 	}
 	return r
@@ -209,9 +209,9 @@ type samples struct {
 func sampleAll(t *target, up *upstream) samples {
 	s := samples{at: time.Now(), self: sampleSelf()}
 	if t.p != nil {
-		s.proxy, _ = load.SampleTree(t.p.pid())
+		s.proxy, _ = load.SampleTree(t.p.PID())
 	}
-	s.up, _ = load.Sample(up.pid())
+	s.up, _ = load.Sample(up.PID())
 	return s
 }
 
@@ -389,7 +389,7 @@ func (e *env) runS5() (r Result) {
 		r.Error = err.Error()
 		return r
 	}
-	defer p.stop(syscall.SIGKILL, time.Second)
+	defer p.Stop(syscall.SIGKILL, time.Second)
 	br := bufio.NewReader(out)
 	line, err := readLine(br, 10*time.Second)
 	if err != nil || !strings.HasPrefix(line, "listening ") {
