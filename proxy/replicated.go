@@ -43,23 +43,26 @@ type repState struct {
 	role     atomic.Int32
 	redisGen atomic.Pointer[replay.Gen] // the Redis log's generation, for /debug/stream-state
 
-	// wmu serialises the writer's publish (Redis append, local append) with
-	// the write-back loop, and guards the fields below it.
+	lastLabel [genTextLen]byte // a follower's last label seen in a frame (learnLabel); the run goroutine's
+	labelsMu  sync.Mutex       // serialises addLabel (labels: the stream's atomic copy-on-write list)
+
+	demote     atomic.Bool // another replica owns the stream: stop reading the upstream
+	superseded atomic.Bool // the key's index moved to a newer generation: end the stream
+
+	// wmu serialises the writer's publish (staging, Redis append, local
+	// append) with the write-back loop and relabelAbove, and guards the
+	// fields below it.
 	wmu         sync.Mutex
-	pendingFrom uint64           // first sequence not yet in Redis (0: none); the owner is degraded
-	retrying    bool             // the write-back loop runs
-	upID        []byte           // the upstream's last event id as of the newest frame, for Redis
-	lastLabel   [genTextLen]byte // a follower's last label seen in a frame (learnLabel)
+	pendingFrom uint64 // first sequence not yet in Redis (0: none); the owner is degraded
+	retrying    bool   // the write-back loop runs
+	closed      bool   // runReplicated returned: no write-back or renewal any more
+	upID        []byte // the upstream's last event id as of the newest frame, for Redis
 	// A burst of frames held back for one Redis append (stageFrame).
 	stage      [][]byte
 	stageMark  []string // marker reason per staged frame, "" for an event
 	stageFirst uint64
 	stageSize  int
-	demote     atomic.Bool
-	superseded atomic.Bool // the key's index moved to a newer generation: end the stream
-	closed     bool        // runReplicated returned: no write-back or renewal any more (under wmu)
-	labelsMu   sync.Mutex
-	stopRenew  chan struct{}
+	stopRenew  chan struct{} // the renew loop of the owned log
 	renewDone  chan struct{}
 }
 
@@ -403,7 +406,7 @@ func (s *stream) tryAcquire(st *redisstore.Store) bool {
 	}
 	// Frames from here on carry a new label: the previous owner may have
 	// gone on alone under a label of its own (cut off from Redis, see
-	// commit), and this one is newer than it, so a client moving from that
+	// flushLocked), and this one is newer than it, so a client moving from that
 	// owner to this stream still sees increasing ids (after a sync event).
 	s.relabel(m.Newest + 1)
 	ls := s.labelList()

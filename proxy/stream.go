@@ -331,15 +331,14 @@ func (s *stream) unlockWrite() {
 
 // publish puts the frame in s.scratch into the log under seq and wakes the
 // clients; marker is the reason when the frame is a sync-required marker. In
-// Redis mode the frame goes to Redis first, and the caller holds lockWrite.
+// Redis mode the frame goes to Redis first (stageFrame), and the caller
+// holds lockWrite.
 func (s *stream) publish(seq uint64, marker string) {
 	if s.rep != nil {
 		if s.stageFrame(seq, marker) {
 			return // goes to Redis with the rest of its burst (flushStage)
 		}
-		if !s.commit(seq, marker) {
-			return
-		}
+		s.rep.upID = append(s.rep.upID[:0], s.upLastID...) // for the write-back
 	}
 	if !s.deliver(seq, s.scratch) {
 		return

@@ -9,41 +9,6 @@ import (
 	"github.com/lastevent/lastevent/replay/redisstore"
 )
 
-// commit writes a frame to Redis before it is delivered (owner), or notes it
-// for writing back later (degraded). It reports whether to deliver it; the
-// frame is in s.scratch, encoded with the id of seq. The caller holds wmu.
-func (s *stream) commit(seq uint64, marker string) bool {
-	r := s.rep
-	h := s.hub
-	r.upID = append(r.upID[:0], s.upLastID...)
-	if r.pendingFrom != 0 {
-		return true // degraded: the write-back loop puts it in Redis later
-	}
-	if r.st() == nil || r.role.Load() != roleOwner {
-		return true
-	}
-	h.metrics.redisAppends.Inc()
-	err := r.st().AppendContext(context.Background(), seq, [][]byte{s.scratch}, string(r.upID))
-	h.reps.report(err)
-	switch {
-	case err == nil:
-		return true
-	case errors.Is(err, redisstore.ErrFenced):
-		// Another replica owns the stream: it reads the upstream itself.
-		r.demote.Store(true)
-		return false
-	}
-	// Redis did not take it (or lost the log): go on alone under a new
-	// label, so these ids cannot be mistaken for a new owner's.
-	h.log.Warn().Err(err).Str("stream", genText(s.gen)).Uint64("seq", seq).Msg("Redis append failed; serving this replica's clients alone until it answers")
-	old := s.id(seq)
-	s.relabel(seq)
-	s.reencode(seq, old, marker)
-	r.pendingFrom = seq
-	s.startWriteBack()
-	return true
-}
-
 // startWriteBack starts the loop that writes a degraded owner's frames back
 // once Redis answers, on its own goroutine, so that neither a quiet upstream
 // delays it nor a Redis still down stalls delivery. The caller holds wmu.
@@ -93,12 +58,6 @@ func (s *stream) startWriteBack() {
 	}()
 }
 
-// reencode rewrites the frame in s.scratch for the id of seq, after a
-// relabel (see reencodeBuf).
-func (s *stream) reencode(seq uint64, _ replay.ID, marker string) {
-	s.scratch = s.reencodeBuf(s.scratch, seq, marker)
-}
-
 // reencodeBuf rewrites frame for the id of seq after a relabel: a marker is
 // encoded again; an event's id is the first line and has a fixed width, so
 // it is overwritten in place.
@@ -120,8 +79,11 @@ const (
 )
 
 // stageFrame holds the frame in s.scratch back for one Redis append with
-// the rest of its burst, when this replica owns the stream and Redis
-// answers; it reports whether it did. The caller holds lockWrite.
+// the rest of its burst (flushLocked appends, then delivers), when this
+// replica owns the stream and Redis answers; it reports whether it did. A
+// frame it does not take is delivered at once: the stream runs alone (it
+// opened, or went on, while Redis did not answer) and the write-back loop
+// puts it in Redis later. The caller holds lockWrite.
 func (s *stream) stageFrame(seq uint64, marker string) bool {
 	r := s.rep
 	if r.pendingFrom != 0 || r.st() == nil || r.role.Load() != roleOwner {
@@ -159,7 +121,7 @@ func (s *stream) flushStage() {
 // flushLocked is flushStage under lockWrite. On a refusal by another owner
 // the frames are dropped (that owner reads the upstream itself); when Redis
 // does not answer they are relabelled and delivered, and the owner goes on
-// degraded, as commit does for one frame.
+// degraded.
 func (s *stream) flushLocked() {
 	r, h := s.rep, s.hub
 	if len(r.stage) == 0 {
