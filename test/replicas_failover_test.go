@@ -9,31 +9,14 @@ package test
 // for a frame on every replica, and a single upstream reader again.
 
 import (
-	"fmt"
-	"net/http"
 	"testing"
 	"time"
 )
 
 func TestReplicaOwnerKilled(t *testing.T) {
-	seed := faultSeed(t)
-	rs := startReplicaSet(t, replicaConfig{mode: "shared"})
 	const path = "/feed/replica-failover"
-	feed := rs.up.Feed(path)
-	rng := newFaultRand(seed, 1)
-
-	clients := make([]*faultClient, 9)
-	for i := range clients {
-		clients[i] = newFaultClient(fmt.Sprintf("c%d", i), path, rs.lb.Addr, rng)
-	}
-	fc := startFaultClients(clients)
-	defer fc.Stop()
-	waitFor(t, 10*time.Second, "9 clients attached", func() bool { return rs.connections() == 9 })
-	owner := rs.owner(path, []int{0, 1, 2}, 10*time.Second)
-	time.Sleep(200 * time.Millisecond)
-
-	f := faultStartFeeder(feed, 20*time.Millisecond, func(*http.Request) string { return "shared" })
-	defer f.Stop()
+	run := startSharedRun(t, path, faultSeed(t))
+	rs, feed, clients, fc, f, owner := run.rs, run.feed, run.clients, run.fc, run.f, run.owner
 	if !fc.waitAll(t, 30, 10*time.Second) {
 		t.FailNow()
 	}

@@ -739,3 +739,35 @@ func (m *stallMonitor) Stop() map[string]time.Duration {
 	defer m.mu.Unlock()
 	return m.longest
 }
+
+// sharedRun is the common start of the shared-mode replica tests: a replica
+// set, nine fault clients on path through the balancer (all attached, one
+// owner among the replicas), and a feeder sending one tick every 20 ms. The
+// clients and the feeder stop at the end of the test at the latest.
+type sharedRun struct {
+	rs      *replicaSet
+	feed    *upstream.Feed
+	clients []*faultClient
+	fc      *faultClients
+	f       *faultFeeder
+	owner   int
+}
+
+func startSharedRun(t *testing.T, path string, seed uint64) *sharedRun {
+	t.Helper()
+	rs := startReplicaSet(t, replicaConfig{mode: "shared"})
+	run := &sharedRun{rs: rs, feed: rs.up.Feed(path)}
+	rng := newFaultRand(seed, 1)
+	run.clients = make([]*faultClient, 9)
+	for i := range run.clients {
+		run.clients[i] = newFaultClient(fmt.Sprintf("c%d", i), path, rs.lb.Addr, rng)
+	}
+	run.fc = startFaultClients(run.clients)
+	t.Cleanup(run.fc.Stop)
+	waitFor(t, 10*time.Second, "9 clients attached", func() bool { return rs.connections() == 9 })
+	run.owner = rs.owner(path, []int{0, 1, 2}, 10*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	run.f = faultStartFeeder(run.feed, 20*time.Millisecond, func(*http.Request) string { return "shared" })
+	t.Cleanup(func() { run.f.Stop() })
+	return run
+}
