@@ -346,10 +346,8 @@ func (s *stream) setupFollow(gen replay.Gen) (owner bool, err error) {
 		return false, err
 	}
 	h.gens.Observe(gen)
-	if res, err := redisstore.Resolve(ctx, h.reps.rdb, gen, h.cfg.Redis.Timeout); err == nil && s.header.Load() == nil {
-		if hdr := res.Attrs["headers"]; hdr != "" {
-			s.header.Store(parseSharedHeaders(hdr))
-		}
+	if hdr := m.Attrs["headers"]; hdr != "" && s.header.Load() == nil {
+		s.header.Store(parseSharedHeaders(hdr))
 	}
 	r.storeP.Store(st)
 	r.redisGen.Store(&gen)

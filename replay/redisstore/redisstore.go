@@ -272,6 +272,8 @@ type Meta struct {
 	// life; "" and 0 when the lease is free (expired or released).
 	Holder   string
 	LeaseTTL time.Duration
+	// Attrs are the generation's attributes (SetAttrs).
+	Attrs map[string]string
 }
 
 // Meta reads the generation's meta and lease in one round trip (a MULTI).
@@ -308,6 +310,7 @@ func (s *Store) Meta(ctx context.Context) (Meta, error) {
 	m.Bytes, _ = strconv.ParseInt(h["bytes"], 10, 64)
 	m.Token, _ = strconv.ParseUint(h["token"], 10, 64)
 	m.UpstreamID = h["upstream"]
+	m.Attrs = attrsOf(h)
 	m.Owner = h["owner"]
 	if v := get.Val(); v != "" {
 		if _, rest, ok := strings.Cut(v, " "); ok {
