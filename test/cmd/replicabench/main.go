@@ -120,13 +120,13 @@ func run() int {
 	go func() {
 		<-sig
 		logf("interrupted: stopping children")
-		stopAll()
+		load.StopChildren()
 		os.Exit(130)
 	}()
-	defer stopAll()
+	defer load.StopChildren()
 	time.AfterFunc(c.timeout, func() {
 		logf("the run took longer than -timeout %s: stopping children", c.timeout)
-		stopAll()
+		load.StopChildren()
 		os.Exit(1)
 	})
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,18 +19,6 @@ import (
 
 // proc is a child process this run started (load.Child).
 type proc = load.Child
-
-func start(name, path string, args, env []string, logPath, pipe string) (*proc, io.Reader, error) {
-	return load.StartChild(name, path, args, env, logPath, pipe)
-}
-
-func stopAll() { load.StopChildren() }
-
-func baseEnv() []string { return load.BaseEnv() }
-
-func readLine(br *bufio.Reader, timeout time.Duration) (string, error) {
-	return load.ReadLine(br, timeout)
-}
 
 func freePort() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -64,7 +51,7 @@ type upstream struct {
 }
 
 func startUpstream(dir string) (*upstream, error) {
-	p, addr, err := load.StartGeneratorChild(baseEnv(), filepath.Join(dir, "upstream.log"))
+	p, addr, err := load.StartGeneratorChild(load.BaseEnv(), filepath.Join(dir, "upstream.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -112,10 +99,10 @@ func startRedis(bin, dir string) (*redisServer, error) {
 	if err := os.MkdirAll(rdir, 0o755); err != nil {
 		return nil, err
 	}
-	p, _, err := start("redis-server", bin, []string{
+	p, _, err := load.StartChild("redis-server", bin, []string{
 		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", rdir, "--maxmemory-policy", "noeviction", "--daemonize", "no",
-	}, baseEnv(), filepath.Join(dir, "redis.log"), "")
+	}, load.BaseEnv(), filepath.Join(dir, "redis.log"), "")
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +147,7 @@ type lastevent struct {
 }
 
 func startLastevent(bin, dir, name string, up *upstream, clients int, extra ...string) (*lastevent, error) {
-	env := append(baseEnv(),
+	env := append(load.BaseEnv(),
 		"LASTEVENT_UPSTREAM_URL=http://"+up.addr,
 		"LASTEVENT_LISTEN_ADDR=127.0.0.1:0",
 		"LASTEVENT_ADMIN_ADDR=127.0.0.1:0",
@@ -174,7 +161,7 @@ func startLastevent(bin, dir, name string, up *upstream, clients int, extra ...s
 		"LASTEVENT_SHUTDOWN_GRACE=3s",
 	)
 	env = append(env, extra...)
-	p, errOut, err := start(name, bin, nil, env, filepath.Join(dir, name+".log"), "stderr")
+	p, errOut, err := load.StartChild(name, bin, nil, env, filepath.Join(dir, name+".log"), "stderr")
 	if err != nil {
 		return nil, err
 	}

@@ -124,10 +124,10 @@ func run() int {
 	go func() {
 		<-sig
 		logf("interrupted: stopping children")
-		stopAll()
+		load.StopChildren()
 		os.Exit(130)
 	}()
-	defer stopAll()
+	defer load.StopChildren()
 
 	if err := raiseNofile(1 << 20); err != nil {
 		logf("warning: %v", err)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,18 +20,6 @@ import (
 // proc is a child process this run started (load.Child).
 type proc = load.Child
 
-func start(name, path string, args, env []string, logPath, pipe string) (*proc, io.Reader, error) {
-	return load.StartChild(name, path, args, env, logPath, pipe)
-}
-
-func stopAll() { load.StopChildren() }
-
-func baseEnv() []string { return load.BaseEnv() }
-
-func readLine(br *bufio.Reader, timeout time.Duration) (string, error) {
-	return load.ReadLine(br, timeout)
-}
-
 // upstream is the generator subprocess.
 type upstream struct {
 	*proc
@@ -40,7 +27,7 @@ type upstream struct {
 }
 
 func startUpstream(dir, name string) (*upstream, error) {
-	p, addr, err := load.StartGeneratorChild(baseEnv(), filepath.Join(dir, name+"-upstream.log"))
+	p, addr, err := load.StartGeneratorChild(load.BaseEnv(), filepath.Join(dir, name+"-upstream.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +91,7 @@ type lasteventOpts struct {
 }
 
 func startLastevent(dir, name string, up *upstream, o lasteventOpts) (*target, error) {
-	env := append(baseEnv(),
+	env := append(load.BaseEnv(),
 		"LASTEVENT_UPSTREAM_URL=http://"+up.addr,
 		"LASTEVENT_LISTEN_ADDR=127.0.0.1:0",
 		"LASTEVENT_ADMIN_ADDR=127.0.0.1:0",
@@ -123,7 +110,7 @@ func startLastevent(dir, name string, up *upstream, o lasteventOpts) (*target, e
 		pprofAddr = a
 		env = append(env, "LOADBENCH_PPROF_ADDR="+a)
 	}
-	p, errOut, err := start("lastevent", o.bin, nil, env, filepath.Join(dir, name+"-lastevent.log"), "stderr")
+	p, errOut, err := load.StartChild("lastevent", o.bin, nil, env, filepath.Join(dir, name+"-lastevent.log"), "stderr")
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +216,7 @@ func startNginx(bin, dir, name string, up *upstream) (*target, error) {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	p, _, err := start("nginx", bin, []string{"-p", ndir, "-c", confPath, "-e", filepath.Join(ndir, "nginx-error.log"), "-g", "daemon off; master_process on;"}, baseEnv(), filepath.Join(dir, name+"-nginx.log"), "")
+	p, _, err := load.StartChild("nginx", bin, []string{"-p", ndir, "-c", confPath, "-e", filepath.Join(ndir, "nginx-error.log"), "-g", "daemon off; master_process on;"}, load.BaseEnv(), filepath.Join(dir, name+"-nginx.log"), "")
 	if err != nil {
 		return nil, err
 	}

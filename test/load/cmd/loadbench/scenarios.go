@@ -382,16 +382,16 @@ func (e *env) runS5() (r Result) {
 		r.Error = err.Error()
 		return r
 	}
-	p, out, err := start("rawwrite", self, []string{"rawwrite", "-listen", "127.0.0.1:0",
+	p, out, err := load.StartChild("rawwrite", self, []string{"rawwrite", "-listen", "127.0.0.1:0",
 		"-conns", fmt.Sprint(c.s5Conns), "-size", fmt.Sprint(c.size), "-duration", c.s5Dur.String()},
-		baseEnv(), filepath.Join(e.dir, "s5-rawwrite.log"), "stdout")
+		load.BaseEnv(), filepath.Join(e.dir, "s5-rawwrite.log"), "stdout")
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
 	defer p.Stop(syscall.SIGKILL, time.Second)
 	br := bufio.NewReader(out)
-	line, err := readLine(br, 10*time.Second)
+	line, err := load.ReadLine(br, 10*time.Second)
 	if err != nil || !strings.HasPrefix(line, "listening ") {
 		r.Error = fmt.Sprintf("rawwrite did not start: %q %v", line, err)
 		return r
@@ -414,7 +414,7 @@ func (e *env) runS5() (r Result) {
 	}
 	s0 := sampleSelf()
 	t0 := time.Now()
-	line, err = readLine(br, c.s5Dur+30*time.Second)
+	line, err = load.ReadLine(br, c.s5Dur+30*time.Second)
 	secs := time.Since(t0).Seconds()
 	s1 := sampleSelf()
 	rr := <-done
