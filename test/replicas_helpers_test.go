@@ -502,11 +502,11 @@ type replicaRules struct {
 	// maxSyncs > 0 bounds the number of sync events.
 	maxSyncs int
 	// lowerAtSystemSync lets a system-sync carry an id below the previous
-	// one. Only for a client that got frames from an owner cut off from
-	// Redis: those ids are of a generation that owner made alone, which no
-	// other replica knows; a replica that still issues the stream's older
-	// label answers them with system-sync at its own (lower) head. README
-	// ("Running replicas") states this.
+	// one. Only for a client that got frames from a stream no other replica
+	// knows: an owner cut off from Redis, or the losing one of two streams
+	// opened at once for a key while Redis came back empty; a replica of
+	// the surviving stream answers those ids with system-sync at its own,
+	// possibly lower, head. README ("Running replicas") states this.
 	lowerAtSystemSync bool
 }
 
