@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lastevent/lastevent/frame"
 )
@@ -21,23 +23,6 @@ func TestClientChunksHoldWholeFrames(t *testing.T) {
 	defer lc.stop()
 	<-lc.chunks // the preamble
 
-	// appendFrames puts frames with data of the given sizes into the log
-	// without waking the client, and returns their bytes.
-	appendFrames := func(sizes ...int) []byte {
-		var all []byte
-		for _, n := range sizes {
-			seq := s.seq.Load() + 1
-			s.idText = s.id(seq).AppendText(s.idText[:0])
-			f := &frame.Frame{Data: bytes.Repeat([]byte{'x'}, n), Retry: -1, Dispatch: true}
-			s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, f)
-			if err := s.log.Append(seq, s.scratch); err != nil {
-				t.Fatal(err)
-			}
-			s.seq.Store(seq)
-			all = append(all, s.scratch...)
-		}
-		return all
-	}
 	// expect wakes the client and reads chunks until they add up to want.
 	expect := func(lc *loopClient, name string, want []byte) {
 		t.Helper()
@@ -61,17 +46,17 @@ func TestClientChunksHoldWholeFrames(t *testing.T) {
 		lc.recvDrain()
 	}
 
-	expect(lc, "live frame", appendFrames(100))
-	expect(lc, "replay of 20 frames", appendFrames(repeat(100, 20)...))
-	expect(lc, "replay of 100 KB", appendFrames(repeat(1000, 100)...))
-	expect(lc, "frame of 200 KiB", appendFrames(200<<10))
-	expect(lc, "small frames after it", appendFrames(repeat(50, 3)...))
+	expect(lc, "live frame", appendFrames(t, s, 100))
+	expect(lc, "replay of 20 frames", appendFrames(t, s, repeat(100, 20)...))
+	expect(lc, "replay of 100 KB", appendFrames(t, s, repeat(1000, 100)...))
+	expect(lc, "frame of 200 KiB", appendFrames(t, s, 200<<10))
+	expect(lc, "small frames after it", appendFrames(t, s, repeat(50, 3)...))
 
 	// A client whose frames left the log (it was asleep while more than the
 	// log keeps arrived) gets sync-required at that point and goes on from
 	// the head.
 	from := s.seq.Load()
-	appendFrames(repeat(10, s.hub.cfg.BufferFrames+100)...)
+	appendFrames(t, s, repeat(10, s.hub.cfg.BufferFrames+100)...)
 	behind := newLoopClient(t, s, from, true)
 	defer behind.stop()
 	<-behind.chunks // the preamble
@@ -80,7 +65,7 @@ func TestClientChunksHoldWholeFrames(t *testing.T) {
 		t.Fatalf("fell off the log: got %.80q, want a sync-required (%s)", ch, ReasonSlowClient)
 	}
 	behind.recvDrain()
-	expect(behind, "live frame after the sync", appendFrames(100))
+	expect(behind, "live frame after the sync", appendFrames(t, s, 100))
 }
 
 func repeat(n, times int) []int {
@@ -89,4 +74,83 @@ func repeat(n, times int) []int {
 		r[i] = n
 	}
 	return r
+}
+
+// appendFrames puts frames with data of the given sizes into the log without
+// waking the clients, and returns their bytes.
+func appendFrames(t *testing.T, s *stream, sizes ...int) []byte {
+	t.Helper()
+	var all []byte
+	for _, n := range sizes {
+		seq := s.seq.Load() + 1
+		s.idText = s.id(seq).AppendText(s.idText[:0])
+		f := &frame.Frame{Data: bytes.Repeat([]byte{'x'}, n), Retry: -1, Dispatch: true}
+		s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, f)
+		if err := s.log.Append(seq, s.scratch); err != nil {
+			t.Fatal(err)
+		}
+		s.seq.Store(seq)
+		all = append(all, s.scratch...)
+	}
+	return all
+}
+
+// TestOfferWritesFromTheStream: a caught-up client's frames are written by
+// the stream's goroutine (offer) as whole chunks; a chunk the socket takes
+// only in part is finished by the client's loop before anything else, and
+// once the loop has returned offer writes nothing.
+func TestOfferWritesFromTheStream(t *testing.T) {
+	s, _ := newBenchStream(0)
+	lc := newLoopClient(t, s, 0, true)
+	<-lc.chunks // the preamble; the loop now waits, caught up
+	add := func(n int) []byte { return appendFrames(t, s, n) }
+	next := func(what string) []byte {
+		t.Helper()
+		select {
+		case ch := <-lc.chunks:
+			return ch
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no whole chunk within 10 s", what)
+			return nil
+		}
+	}
+	lockedPending := func() int {
+		lc.c.mu.Lock()
+		defer lc.c.mu.Unlock()
+		return len(lc.c.pending)
+	}
+
+	small := add(100)
+	if !lc.c.offer() {
+		t.Fatal("offer did not write a small frame to a waiting, caught-up client")
+	}
+	if got := next("small frame"); !bytes.Equal(got, small) {
+		t.Fatalf("offered chunk = %q, want %q", got, small)
+	}
+
+	// Far more than the socket takes at once: offer writes part of the
+	// chunk and leaves the rest to the loop.
+	_ = lc.c.conn.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	_ = lc.peer.(*net.TCPConn).SetReadBuffer(16 << 10)
+	big := add(900 << 10)
+	if lc.c.offer() {
+		t.Fatal("offer reported a 900 KiB chunk written in one non-blocking write into 16 KiB buffers")
+	}
+	if lockedPending() == 0 {
+		t.Fatal("a partly written chunk left nothing pending")
+	}
+	after := add(10)
+	lc.c.notify()
+	if got := next("partly written chunk"); !bytes.Equal(got, big) {
+		t.Fatalf("the partly written chunk arrived with %d bytes, want %d (or other bytes)", len(got), len(big))
+	}
+	if got := next("frame after it"); !bytes.Equal(got, after) {
+		t.Fatalf("the frame after it = %.60q, want %.60q", got, after)
+	}
+
+	lc.stop()
+	add(10)
+	if lc.c.offer() {
+		t.Error("offer wrote after the client's loop returned")
+	}
 }

@@ -40,6 +40,7 @@ func publishOne(s *stream) {
 	s.idText = s.id(seq).AppendText(s.idText[:0])
 	s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, benchFrame)
 	s.publish(seq, "")
+	s.flushStage() // the parser's hook before its next upstream read
 }
 
 // BenchmarkFanout: one frame to N subscribers; ns/op is per delivery.
@@ -94,6 +95,7 @@ func BenchmarkBatchRead(b *testing.B) {
 // loop (the stream's done) and waits for it.
 type loopClient struct {
 	c      *client
+	peer   net.Conn // the reading end
 	got    chan int
 	chunks chan []byte // a copy of every chunk's data, when newLoopClient was asked to keep them
 	stop   func()
@@ -143,7 +145,7 @@ func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient
 	s.subs = append(s.subs, c)
 	s.mu.Unlock()
 	s.wakeDirty.Store(true)
-	lc := &loopClient{c: c, got: make(chan int, 64)}
+	lc := &loopClient{c: c, peer: peer, got: make(chan int, 64)}
 	if keep {
 		lc.chunks = make(chan []byte, 1024)
 	}

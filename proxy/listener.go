@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -162,6 +163,15 @@ func (h *headCleaner) clean(b []byte) {
 			h.naming = false // longer than any name of interest
 		}
 	}
+}
+
+// SyscallConn gives the descriptor of the connection beneath, for the
+// clients' non-blocking writes (client.offer).
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("lastevent: connection has no file descriptor")
 }
 
 func (c *countedConn) Close() error {

@@ -88,6 +88,7 @@ type stream struct {
 	pendingRetry int64
 	markerAt     uint64 // sequence of the newest marker
 	markerReason string
+	wakeDue      bool // memory mode: frames were published since the clients were last woken
 	scratch      []byte
 	idText       []byte
 }
@@ -132,11 +133,10 @@ func (s *stream) run() {
 func (s *stream) runUpstream(takeover bool) {
 	cfg := s.hub.cfg
 	p := frame.NewParser(nil, cfg.MaxFrameBytes)
-	if s.rep != nil {
-		// A burst that one read brought is appended to Redis in one call,
-		// sent before the parser waits for more.
-		p.SetBeforeRead(s.flushStage)
-	}
+	// The frames that one read brought go on together before the parser
+	// reads again (which may wait): to Redis in one call, to each client in
+	// one write.
+	p.SetBeforeRead(s.flushStage)
 	resp := &fasthttp.Response{}
 	backoff := cfg.UpstreamBackoffMin
 	connected := takeover
@@ -346,6 +346,10 @@ func (s *stream) publish(seq uint64, marker string) {
 	if cap(s.scratch) > 64<<10 && len(s.scratch) < cap(s.scratch)/4 {
 		s.scratch = nil // do not keep a giant frame's buffer
 	}
+	if s.rep == nil {
+		s.wakeDue = true // flushStage wakes the clients before the next upstream read
+		return
+	}
 	s.wakeAll()
 }
 
@@ -383,7 +387,14 @@ func (s *stream) wakeAll() {
 		s.wakeDirty.Store(false)
 		s.mu.Unlock()
 	}
+	// In memory mode a stream with few clients writes to those that wait
+	// caught up itself (offer); Redis mode always wakes (a client's read of
+	// the log may go to Redis).
+	inline := s.rep == nil && len(s.wakeList) <= inlineMax
 	for _, c := range s.wakeList {
+		if inline && c.offer() {
+			continue
+		}
 		select {
 		case c.wake <- struct{}{}:
 		default:

@@ -107,10 +107,17 @@ func (s *stream) stageFrame(seq uint64, marker string) bool {
 	return true
 }
 
-// flushStage appends the staged frames to Redis in one call, then delivers
-// them; the parser calls it before it waits for the upstream.
+// flushStage sends on what the reader gathered since the upstream's last
+// read; the parser calls it before it reads again, which may wait. In Redis
+// mode it appends the staged frames to Redis in one call, then delivers
+// them; in memory mode the frames are in the log already and it wakes the
+// clients (or writes to them, see offer).
 func (s *stream) flushStage() {
 	if s.rep == nil {
+		if s.wakeDue {
+			s.wakeDue = false
+			s.wakeAll()
+		}
 		return
 	}
 	s.lockWrite()
