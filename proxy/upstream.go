@@ -79,6 +79,7 @@ type streamConn struct {
 	net.Conn
 	first, idle time.Duration
 	gotByte     atomic.Bool
+	noDeadline  bool // the read deadline is cleared: without an idle timeout, reads need no deadline work
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -86,10 +87,13 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	if !c.gotByte.Load() {
 		t = c.first
 	}
-	if t > 0 {
+	switch {
+	case t > 0:
 		_ = c.Conn.SetReadDeadline(time.Now().Add(t))
-	} else {
+		c.noDeadline = false
+	case !c.noDeadline:
 		_ = c.Conn.SetReadDeadline(time.Time{})
+		c.noDeadline = true
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
