@@ -167,3 +167,35 @@ func parseIO(b []byte) (syscr, syscw int64) {
 	}
 	return syscr, syscw
 }
+
+// TCPOutSegs is the machine's count of TCP segments sent (OutSegs in
+// /proc/net/snmp): every process and every segment, ACKs included. Over a
+// window it shows how many segments the writes became (the kernel coalesces
+// small writes to a socket that still has unsent data).
+func TCPOutSegs() (int64, error) {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	return parseOutSegs(b)
+}
+
+func parseOutSegs(b []byte) (int64, error) {
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "OutSegs" && i < len(f) {
+				return strconv.ParseInt(f[i], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no Tcp OutSegs in /proc/net/snmp")
+}

@@ -171,3 +171,16 @@ func TestSwarmAgainstGenerator(t *testing.T) {
 		t.Fatalf("storm: %+v", tot)
 	}
 }
+
+func TestParseOutSegs(t *testing.T) {
+	snmp := "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin ActiveOpens OutSegs RetransSegs\nTcp: 1 200 35 123456 7\nUdp: InDatagrams\nUdp: 3\n"
+	if n, err := parseOutSegs([]byte(snmp)); err != nil || n != 123456 {
+		t.Errorf("parseOutSegs = %d, %v; want 123456", n, err)
+	}
+	if _, err := parseOutSegs([]byte("Ip: a\nIp: 1\n")); err == nil {
+		t.Error("parseOutSegs found OutSegs where there is none")
+	}
+	if n, err := TCPOutSegs(); err != nil || n <= 0 {
+		t.Errorf("TCPOutSegs on this machine = %d, %v", n, err)
+	}
+}

@@ -104,6 +104,7 @@ func merge(rs []Result) Result {
 	m.ProxyReadsPerS = medPtr(ok, func(r *Result) *float64 { return r.ProxyReadsPerS })
 	m.ProxyWritesPerS = medPtr(ok, func(r *Result) *float64 { return r.ProxyWritesPerS })
 	m.UpstreamWritesPerS = med(ok, func(r *Result) float64 { return r.UpstreamWritesPerS })
+	m.TCPSegsPerS = med(ok, func(r *Result) float64 { return r.TCPSegsPerS })
 	m.RSSPerConnKiB = medPtr(ok, func(r *Result) *float64 { return r.RSSPerConnKiB })
 	m.UpstreamRSSPerConnKiB = medPtr(ok, func(r *Result) *float64 { return r.UpstreamRSSPerConnKiB })
 	for _, r := range ok {

@@ -185,9 +185,9 @@ func report(rs []Result, e *env) string {
 			w("## S2X (extra) S2 at saturation: %d subscribers, %d ev/s (%s deliveries/s offered)\n\n", r0.Clients, r0.Rate, fcount(float64(r0.Clients*r0.Rate)))
 			w("More than this machine can deliver: deliveries/s is the throughput reached, compared with S5 below. A subscriber that falls more than LASTEVENT_BUFFER_FRAMES behind gets `sync-required` (syncs) and continues from the head.\n\n")
 		}
-		w("Window %.0f s%s; delivered: events sent in the window and received by %s after it (later ones count as missing). Direct and nginx: the upstream itself fans out (nginx opens one upstream connection per subscriber); lastevent: one upstream connection. Write syscalls from /proc/<pid>/io (direct: the upstream's); a subscriber that is behind gets several frames in one write.\n\n", r0.WindowS, runsNote(r0), c.drain)
-		w("| target | connected | delivered | deliveries/s | p50 | p90 | p99 | p99.9 | max | proxy CPU | CPU per 100k deliveries/s | write syscalls/s (deliveries per write) | peak RSS | gaps / dups / syncs | upstream CPU | swarm CPU |\n")
-		w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		w("Window %.0f s%s; delivered: events sent in the window and received by %s after it (later ones count as missing). Direct and nginx: the upstream itself fans out (nginx opens one upstream connection per subscriber); lastevent: one upstream connection. Write syscalls from /proc/<pid>/io (direct: the upstream's); a subscriber that is behind gets several frames in one write. TCP segments/s: all the machine sent (/proc/net/snmp OutSegs, ACKs included).\n\n", r0.WindowS, runsNote(r0), c.drain)
+		w("| target | connected | delivered | deliveries/s | p50 | p90 | p99 | p99.9 | max | proxy CPU | CPU per 100k deliveries/s | write syscalls/s (deliveries per write) | TCP segments/s | peak RSS | gaps / dups / syncs | upstream CPU | swarm CPU |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range s2 {
 			if r.Latency == nil {
 				continue
@@ -204,9 +204,9 @@ func report(rs []Result, e *env) string {
 			if writes > 0 {
 				wr = fmt.Sprintf("%s (%.1f)", fcount(writes), r.EventsPerS/writes)
 			}
-			w("| %s | %s | %.3f %% | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d / %d | %.1f %% | %.1f %% |\n",
+			w("| %s | %s | %.3f %% | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d / %d | %.1f %% | %.1f %% |\n",
 				targetName(&r), conns(&r), 100*r.DeliveredRatio, fcount(r.EventsPerS), fms(r.Latency.P50), fms(r.Latency.P90), fms(r.Latency.P99), fms(r.Latency.P999), fms(r.Latency.Max),
-				fpct(r.ProxyCPUPct), per100k, wr, fmib(r.ProxyHWMKiB), r.Gaps, r.Dups, r.Syncs, r.UpstreamCPUPct, r.SwarmCPUPct)
+				fpct(r.ProxyCPUPct), per100k, wr, fsegs(r.TCPSegsPerS), fmib(r.ProxyHWMKiB), r.Gaps, r.Dups, r.Syncs, r.UpstreamCPUPct, r.SwarmCPUPct)
 		}
 		w("\n")
 	}
@@ -244,9 +244,9 @@ func report(rs []Result, e *env) string {
 	}
 	if s5 := find(rs, "S5", "raw"); s5 != nil {
 		w("## S5 raw bound: a plain Go program writing %d-byte messages to %d loopback connections\n\n", s5.Size, s5.Clients)
-		w("One goroutine per connection, one write per message, for %.0f s; this process reads.\n\n", s5.WindowS)
-		w("| connections | writes/s | write syscalls/s (/proc) | MB/s | writer CPU | CPU per 100k writes/s | reader CPU |\n|---|---|---|---|---|---|---|\n")
-		w("| %d | %s | %s | %.0f | %.1f %% | %.1f %% | %.1f %% |\n\n", s5.Clients, fcount(s5.WritesPerS), fcount(s5.UpstreamWritesPerS), s5.WritesPerS*float64(s5.Size)/1e6, s5.UpstreamCPUPct, s5.UpstreamCPUPct/(s5.WritesPerS/1e5), s5.SwarmCPUPct)
+		w("One goroutine per connection, one write per message, for %.0f s; this process reads. A socket written in a tight loop still has unsent data at the next write, and the kernel joins such writes into one segment (TCP autocorking): compare the TCP segments/s (the whole machine's, /proc/net/snmp OutSegs, ACKs included) with S2's, where each write to a subscriber finds an idle socket and becomes its own segment.\n\n", s5.WindowS)
+		w("| connections | writes/s | write syscalls/s (/proc) | TCP segments/s | MB/s | writer CPU | CPU per 100k writes/s | reader CPU |\n|---|---|---|---|---|---|---|---|\n")
+		w("| %d | %s | %s | %s | %.0f | %.1f %% | %.1f %% | %.1f %% |\n\n", s5.Clients, fcount(s5.WritesPerS), fcount(s5.UpstreamWritesPerS), fsegs(s5.TCPSegsPerS), s5.WritesPerS*float64(s5.Size)/1e6, s5.UpstreamCPUPct, s5.UpstreamCPUPct/(s5.WritesPerS/1e5), s5.SwarmCPUPct)
 	}
 
 	fanout("S2X")
@@ -366,4 +366,12 @@ func syscalls(r *Result) string {
 		return "–"
 	}
 	return fcount(*r.ProxyWritesPerS)
+}
+
+// fsegs formats a TCP segment rate, "–" when it was not read.
+func fsegs(v float64) string {
+	if v <= 0 {
+		return "–"
+	}
+	return fcount(v)
 }

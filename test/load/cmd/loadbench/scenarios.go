@@ -54,6 +54,9 @@ type Result struct {
 	// System calls of the process under test over the window (/proc/<pid>/io).
 	ProxyReadsPerS  *float64 `json:"proxy_read_syscalls_per_s,omitempty"`
 	ProxyWritesPerS *float64 `json:"proxy_write_syscalls_per_s,omitempty"`
+	// TCP segments the whole machine sent per second over the window
+	// (/proc/net/snmp OutSegs: every process, ACKs included).
+	TCPSegsPerS float64 `json:"tcp_segments_per_s,omitempty"`
 
 	UpstreamCPUPct        float64  `json:"upstream_cpu_pct"`
 	UpstreamWritesPerS    float64  `json:"upstream_write_syscalls_per_s,omitempty"`
@@ -203,11 +206,13 @@ func (e *env) swarm(sc scenario, kind string, t *target) *load.Swarm {
 // procSampler reads the target, the upstream and the swarm together.
 type samples struct {
 	proxy, up, self load.ProcSample
+	segs            int64 // TCP segments the machine sent so far
 	at              time.Time
 }
 
 func sampleAll(t *target, up *upstream) samples {
 	s := samples{at: time.Now(), self: sampleSelf()}
+	s.segs, _ = load.TCPOutSegs()
 	if t.p != nil {
 		s.proxy, _ = load.SampleTree(t.p.PID())
 	}
@@ -229,6 +234,9 @@ func (e *env) fillCPU(r *Result, t *target, a, b samples) {
 	r.UpstreamRSSKiB = b.up.RSSKiB
 	r.UpstreamWritesPerS = round(float64(b.up.SyscW-a.up.SyscW)/secs, 0)
 	r.SwarmCPUPct = round(100*(b.self.CPUSeconds-a.self.CPUSeconds)/secs, 1)
+	if a.segs > 0 && b.segs > a.segs {
+		r.TCPSegsPerS = round(float64(b.segs-a.segs)/secs, 0)
+	}
 }
 
 func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
@@ -413,10 +421,14 @@ func (e *env) runS5() (r Result) {
 		return r
 	}
 	s0 := sampleSelf()
+	segs0, _ := load.TCPOutSegs()
 	t0 := time.Now()
 	line, err = load.ReadLine(br, c.s5Dur+30*time.Second)
 	secs := time.Since(t0).Seconds()
 	s1 := sampleSelf()
+	if segs1, _ := load.TCPOutSegs(); segs0 > 0 && segs1 > segs0 {
+		r.TCPSegsPerS = round(float64(segs1-segs0)/secs, 0)
+	}
 	rr := <-done
 	var res struct {
 		Writes     int64
