@@ -356,7 +356,9 @@ func (c *client) offer() bool {
 		c.pending = buf[i+n:]
 	}
 	c.advance(last)
-	return c.pending == nil
+	// A batch ends at maxBatch: frames after last (a small one behind a big
+	// one) are the loop's. seq moves only on this goroutine, so this is exact.
+	return c.pending == nil && last == c.s.seq.Load()
 }
 
 // writePending writes what offer's write left of a chunk.

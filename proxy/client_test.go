@@ -148,6 +148,21 @@ func TestOfferWritesFromTheStream(t *testing.T) {
 		t.Fatalf("the frame after it = %.60q, want %.60q", got, after)
 	}
 
+	// A frame bigger than a batch and a small one behind it, as one
+	// upstream read can bring: offer writes the first, and the stream's
+	// wake-up (the flush before its next read) must get the second out.
+	_ = lc.c.conn.(*net.TCPConn).SetWriteBuffer(4 << 20)
+	_ = lc.peer.(*net.TCPConn).SetReadBuffer(4 << 20)
+	large, tiny := add(maxBatch+(6<<10)), add(200)
+	s.wakeDue = true
+	s.flushStage()
+	if got := next("frame bigger than a batch"); !bytes.Equal(got, large) {
+		t.Fatalf("the big frame arrived with %d bytes, want %d", len(got), len(large))
+	}
+	if got := next("small frame behind a big one"); !bytes.Equal(got, tiny) {
+		t.Fatalf("the frame behind the big one = %.60q, want %.60q", got, tiny)
+	}
+
 	lc.stop()
 	add(10)
 	if lc.c.offer() {
