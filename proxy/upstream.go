@@ -102,6 +102,14 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write sends a request: its answer gets UpstreamTimeout until its first
+// byte again, also on a connection reused from fasthttp's pool after a stream
+// that ended cleanly.
+func (c *streamConn) Write(p []byte) (int, error) {
+	c.gotByte.Store(false)
+	return c.Conn.Write(p)
+}
+
 func (c *streamConn) SetReadDeadline(time.Time) error { return nil }
 func (c *streamConn) SetDeadline(t time.Time) error   { return c.Conn.SetWriteDeadline(t) }
 

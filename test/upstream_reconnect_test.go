@@ -8,6 +8,7 @@ package test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,4 +197,36 @@ func TestUpstreamDownHoldsClients(t *testing.T) {
 	expectFrames(t, "client", c, 4, 6, prev)
 	c.NoEvent(100 * time.Millisecond)
 	t.Logf("%d upstream requests while down, %d heartbeats", reqs-1, c.comments.Load()-beats)
+}
+
+// TestUpstreamFirstByteTimeoutOnReusedConnection: after an upstream stream
+// ends cleanly, the reconnect can go over the same pooled connection; an
+// answer that then never comes is still cut after LASTEVENT_UPSTREAM_TIMEOUT
+// and retried, as on a new connection.
+func TestUpstreamFirstByteTimeoutOnReusedConnection(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	p := startProxy(t, up.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_UPSTREAM_TIMEOUT=1s",
+		"LASTEVENT_UPSTREAM_BACKOFF_MIN=20ms", "LASTEVENT_UPSTREAM_BACKOFF_MAX=100ms")
+	const path = "/events"
+	c := dialWire(t, p.URL(), path+"?count=2&interval=300ms")
+	defer c.Close()
+	if ev := c.Next(10 * time.Second); !strings.Contains(ev.Data, `"n":1`) {
+		t.Fatalf("first event: %v", ev)
+	}
+	// The stream ends after its second event; the answer to the reconnect
+	// is held back for a minute.
+	up.QueueStatus(path, upstream.Status{Code: 200, Delay: time.Minute})
+	waitFor(t, 10*time.Second, "the reconnect after the clean end", func() bool {
+		return len(requestsTo(up.Requests(), path)) >= 2
+	})
+	started := time.Now()
+	waitFor(t, 8*time.Second, "a retry after LASTEVENT_UPSTREAM_TIMEOUT cut the held-back answer", func() bool {
+		return len(requestsTo(up.Requests(), path)) >= 3
+	})
+	reqs := requestsTo(up.Requests(), path)
+	if reqs[0].RemoteAddr != reqs[1].RemoteAddr {
+		t.Fatalf("the reconnect used a new connection (%s, then %s): this test needs the pooled one", reqs[0].RemoteAddr, reqs[1].RemoteAddr)
+	}
+	t.Logf("retried %v after the held-back request", time.Since(started).Round(10*time.Millisecond))
 }
