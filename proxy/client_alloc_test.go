@@ -8,12 +8,8 @@ import "testing"
 // from the log and writing it to a real socket allocates nothing, nor does a
 // replay batch (a borrowed pool buffer).
 func TestClientLoopAllocs(t *testing.T) {
-	s, _ := newBenchStream(0)
-	lc := newLoopClient(t, s, s.seq.Load(), false)
+	s, lc, size := startLiveLoop(t)
 	defer lc.stop()
-	publishOne(s)
-	size := len(s.scratch)
-	lc.recv(t, size)
 	live := func() {
 		publishOne(s)
 		lc.recv(t, size)

@@ -234,16 +234,23 @@ func (lc *loopClient) recvDrain() {
 	}
 }
 
+// startLiveLoop starts a client's loop at the head of a bench stream and
+// gets one frame through it; size is the bytes of a published frame.
+func startLiveLoop(tb testing.TB) (*stream, *loopClient, int) {
+	s, _ := newBenchStream(0)
+	lc := newLoopClient(tb, s, s.seq.Load(), false)
+	publishOne(s)
+	size := len(s.scratch)
+	lc.recv(tb, size)
+	return s, lc, size
+}
+
 // BenchmarkClientLoop: one frame published and written by the client's loop
 // to a loopback socket (wake, read from the log, write system call, the
 // peer's read); ns/op is per frame.
 func BenchmarkClientLoop(b *testing.B) {
-	s, _ := newBenchStream(0)
-	lc := newLoopClient(b, s, s.seq.Load(), false)
+	s, lc, size := startLiveLoop(b)
 	defer lc.stop()
-	publishOne(s)
-	size := len(s.scratch)
-	lc.recv(b, size)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
