@@ -763,10 +763,13 @@ func (s *Store) Tail(ctx context.Context, after uint64, fn func(seq uint64, fram
 		return after, err
 	}
 	// Block no longer than the caller's deadline allows, so that an empty
-	// wait ends as one, not as a timeout.
-	block := s.tailBlock
+	// wait ends as one, not as a timeout: the answer gets the store's
+	// timeout, or half the time left if that is shorter, after the block.
+	block, limit := s.tailBlock, s.timeout+s.tailBlock
 	if dl, ok := ctx.Deadline(); ok {
-		block = max(min(block, time.Until(dl)*3/4), time.Millisecond) // BLOCK 0 would wait forever
+		left := time.Until(dl)
+		block = max(min(block, left-min(s.timeout, left/2)), time.Millisecond) // BLOCK 0 would wait forever
+		limit = min(s.timeout+block, left)
 	}
 	ctx, cancel := s.ctx(ctx, block)
 	defer cancel()
@@ -786,7 +789,7 @@ func (s *Store) Tail(ctx context.Context, after uint64, fn func(seq uint64, fram
 		return after, nil
 	}
 	if err != nil {
-		return after, s.wrapWithin(ctx, "tail", s.logKey, s.timeout+block, err)
+		return after, s.wrapWithin(ctx, "tail", s.logKey, limit, err)
 	}
 	last := after
 	for _, st := range streams {
