@@ -280,7 +280,7 @@ func TestClientArrivesWhileStreamCloses(t *testing.T) {
 			waitFor(t, 5*time.Second, "the hanging reconnect", func() bool { return len(requestsTo(up.Requests(), path)) >= 2 })
 			a.Close()
 			waitFor(t, 5*time.Second, "the client to leave", func() bool { return p.state(t).Totals.Connections == 0 })
-			time.Sleep(400 * time.Millisecond) // the 100 ms linger expires; the reader is still in the reconnect
+			time.Sleep(time.Second) // the 100 ms linger expires; the reader is still in the 3 s reconnect
 			gen, _ := splitID(t, last.ID)
 			if _, ok := p.state(t).byGen(gen); !ok {
 				t.Fatalf("test setup: the closing stream is gone already; the window was missed")

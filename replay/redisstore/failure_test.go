@@ -204,7 +204,7 @@ func TestTailCancel(t *testing.T) {
 func TestPausedRedisTimesOut(t *testing.T) {
 	srv := ownServer(t)
 	ctx := context.Background()
-	const timeout = 300 * time.Millisecond
+	const timeout = 800 * time.Millisecond // the calls before and after the pause have this long too
 	a := owner(t, srv.client(t), 100, "node-a", redisstore.WithTimeout(timeout), redisstore.WithTailBlock(200*time.Millisecond))
 	appendRange(t, a, 1, 5)
 	admin := redis.NewClient(&redis.Options{Addr: srv.addr()})

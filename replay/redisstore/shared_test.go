@@ -97,13 +97,14 @@ func TestWatch(t *testing.T) {
 	if w, err := st.Watched(ctx); w || err != nil {
 		t.Fatalf("watched before any mark: %v %v", w, err)
 	}
-	if err := follower.Watch(ctx, 200*time.Millisecond); err != nil {
+	const ttl = time.Second // the check right after the mark has this much time
+	if err := follower.Watch(ctx, ttl); err != nil {
 		t.Fatal(err)
 	}
 	if w, err := st.Watched(ctx); !w || err != nil {
 		t.Fatalf("not watched after the mark: %v %v", w, err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(ttl + 300*time.Millisecond)
 	if w, err := st.Watched(ctx); w || err != nil {
 		t.Fatalf("still watched after the ttl: %v %v", w, err)
 	}

@@ -374,9 +374,9 @@ func TestFaultsModes(t *testing.T) {
 	expectReset(t, p)
 
 	p.SetMode(Hang, nil)
+	start := time.Now() // before the dial: the hold starts at the accept
 	c = dialProxy(t, p)
 	_, _ = c.Write([]byte(req))
-	start := time.Now()
 	if got, err := readAll(c, 5*time.Second); len(got) != 0 || !isReset(err) {
 		t.Fatalf("Hang: %q, %v; want nothing, then a reset after the hold", got, err)
 	}
