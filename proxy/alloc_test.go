@@ -2,7 +2,10 @@
 
 package proxy
 
-import "testing"
+import (
+	"io"
+	"testing"
+)
 
 // TestFanoutAllocs pins the hot path: encoding, appending, waking and copying
 // a frame to subscribers allocates nothing once warm.
@@ -20,5 +23,24 @@ func TestFanoutAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(200, step); n != 0 {
 		t.Fatalf("fan-out of one frame to 50 subscribers: %v allocations, want 0", n)
+	}
+}
+
+// TestStreamConnReadAllocs pins the upstream read: a read of bytes waiting
+// in the socket allocates nothing.
+func TestStreamConnReadAllocs(t *testing.T) {
+	sc, peer := dialPair(t, 0, 0)
+	msg := []byte("data: 0123456789\n\n")
+	buf := make([]byte, 100)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := io.ReadFull(sc, buf[:len(msg)]); n != len(msg) || err != nil {
+			t.Fatalf("read %d, %v", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per upstream read, want 0", allocs)
 	}
 }

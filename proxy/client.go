@@ -406,11 +406,11 @@ func (c *client) tryWrite(b []byte) (int, error) {
 // rawWrite runs inside RawConn.Write, which holds the descriptor: returning
 // true, it never waits for the socket to have room.
 func (c *client) rawWrite(fd uintptr) bool {
-	n, err := syscall.Write(int(fd), c.rawBuf)
-	for err == syscall.EINTR {
-		n, err = syscall.Write(int(fd), c.rawBuf)
+	n, errno := sysWrite(fd, c.rawBuf)
+	c.rawN, c.rawErr = n, nil
+	if errno != 0 {
+		c.rawErr = errno
 	}
-	c.rawN, c.rawErr = max(n, 0), err
 	return true
 }
 

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -44,7 +47,7 @@ func newStreamClient(cfg *Config) *fasthttp.Client {
 			if err != nil {
 				return nil, err
 			}
-			return &streamConn{Conn: c, first: cfg.UpstreamTimeout, idle: cfg.UpstreamIdleTimeout}, nil
+			return newStreamConn(c, cfg.UpstreamTimeout, cfg.UpstreamIdleTimeout), nil
 		},
 	}
 }
@@ -80,6 +83,22 @@ type streamConn struct {
 	first, idle time.Duration
 	gotByte     atomic.Bool
 	noDeadline  bool // the read deadline is cleared: without an idle timeout, reads need no deadline work
+
+	raw    syscall.RawConn       // nil: reads go through Conn.Read
+	rawFn  func(fd uintptr) bool // rawRead, bound once
+	rawBuf []byte                // rawRead's argument
+	rawN   int                   // and its results
+	rawErr syscall.Errno
+}
+
+func newStreamConn(c net.Conn, first, idle time.Duration) *streamConn {
+	sc := &streamConn{Conn: c, first: first, idle: idle}
+	if s, ok := c.(syscall.Conn); ok {
+		if rc, err := s.SyscallConn(); err == nil {
+			sc.raw, sc.rawFn = rc, sc.rawRead
+		}
+	}
+	return sc
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -95,11 +114,47 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		_ = c.Conn.SetReadDeadline(time.Time{})
 		c.noDeadline = true
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.read(p)
 	if n > 0 {
 		c.gotByte.Store(true)
 	}
 	return n, err
+}
+
+// read is Conn.Read through the descriptor (see sysRead), with the errors
+// Conn.Read gives: io.EOF at the end, a *net.OpError otherwise (a deadline
+// that passed among them).
+func (c *streamConn) read(p []byte) (int, error) {
+	if c.raw == nil || len(p) == 0 {
+		return c.Conn.Read(p)
+	}
+	c.rawBuf = p
+	err := c.raw.Read(c.rawFn)
+	c.rawBuf = nil
+	switch {
+	case err != nil:
+		if oe, ok := err.(*net.OpError); ok {
+			oe.Op = "read" // not "raw-read": the error reads as Conn.Read's would
+		}
+		return 0, err
+	case c.rawErr != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", c.rawErr)}
+	case c.rawN == 0:
+		return 0, io.EOF
+	}
+	return c.rawN, nil
+}
+
+// rawRead runs inside RawConn.Read: returning false on EAGAIN, it waits
+// until the socket is readable (or the read deadline passes) and is called
+// again.
+func (c *streamConn) rawRead(fd uintptr) bool {
+	n, errno := sysRead(fd, c.rawBuf)
+	if errno == syscall.EAGAIN {
+		return false
+	}
+	c.rawN, c.rawErr = n, errno
+	return true
 }
 
 // Write sends a request: its answer gets UpstreamTimeout until its first
