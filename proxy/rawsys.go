@@ -1,3 +1,5 @@
+//go:build linux || darwin
+
 package proxy
 
 import (
@@ -13,21 +15,27 @@ import (
 // scheduler's monitor thread that an entersyscall wakes from its deep sleep)
 // was about a tenth of lastevent's CPU in the S1 profile, where every event is
 // one upstream read, one failed read before parking, and one client write.
-// Both retry on EINTR and return a count of at least 0.
+// Both retry on EINTR and return a count of at least 0. Elsewhere (OpenBSD's
+// RawSyscall is a stub) they are syscall.Read and syscall.Write
+// (rawsys_other.go). Under -race they tell the race detector what the kernel
+// wrote or read, as syscall.Read and syscall.Write do (rawsys_race.go).
 func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 		if e != syscall.EINTR {
-			return rawCount(n, e)
+			n, e := rawCount(r, e)
+			raceWrote(p[:n])
+			return n, e
 		}
 	}
 }
 
 func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	raceReads(p)
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 		if e != syscall.EINTR {
-			return rawCount(n, e)
+			return rawCount(r, e)
 		}
 	}
 }

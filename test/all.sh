@@ -42,6 +42,10 @@ echo "== go vet"
 go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+# The allocation pins are built only without -race (the race detector
+# allocates): run them on their own.
+echo "== allocation pins"
+go test -count=1 -run 'Allocs|TestAllocations' ./frame ./replay ./proxy
 # Fuzz budgets are execution counts, not durations: with a duration, Go
 # 1.26's fuzz coordinator can report a spurious "context deadline exceeded"
 # at the end of the window on a loaded machine (go.dev/issue/75804, fixed in
