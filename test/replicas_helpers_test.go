@@ -455,6 +455,28 @@ func (rs *replicaSet) owner(path string, followers []int, timeout time.Duration)
 	}
 }
 
+// leaseHolders gives the node named by each stream lease in Redis.
+func (rs *replicaSet) leaseHolders(t testing.TB) []string {
+	t.Helper()
+	c := rs.redis.Client(t, "")
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, "{le:*}:lease").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	var out []string
+	for _, k := range keys {
+		v, err := c.Get(ctx, k).Result()
+		if err != nil {
+			continue // expired or released meanwhile
+		}
+		if fields := strings.Fields(v); len(fields) > 0 { // token, instance, node
+			out = append(out, fields[len(fields)-1])
+		}
+	}
+	return out
+}
+
 // connections is the number of client connections over the live replicas.
 func (rs *replicaSet) connections() int64 {
 	var n int64

@@ -10,6 +10,7 @@ package test
 // there, nothing else; no duplicate, no silent gap, ids increasing.
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -28,6 +29,13 @@ func TestReplicaRollout(t *testing.T) {
 			t.Errorf("replica-%d did not stop cleanly: %v", owner, err)
 		}
 		began := time.Now() // the stopped owner has given its lease up
+		// Right after its exit no lease in Redis names it (had it kept the
+		// lease, the key would name it for up to the 2 s lease).
+		for _, holder := range rs.leaseHolders(t) {
+			if holder == fmt.Sprintf("replica-%d", owner) {
+				t.Errorf("step %d: replica-%d exited still holding its lease", step, owner)
+			}
+		}
 		stopped[owner] = true
 		var left []int
 		for i := range rs.procs {
@@ -42,8 +50,11 @@ func TestReplicaRollout(t *testing.T) {
 		next := rs.owner(path, left, 5*time.Second)
 		t.Logf("step %d: stopped the owner replica-%d at n=%d; replica-%d took over %v after it exited (lease %v)",
 			step, owner, nAt, next, took.Round(time.Millisecond), replicaLease)
-		if took > replicaLease {
-			t.Errorf("step %d: the takeover took %v, longer than the lease %v: the stopping owner did not give its lease up", step, took, replicaLease)
+		// A free lease is taken on a follower's second look (every lease/3,
+		// an XREAD of lease/3 between): about 1.4 s at worst, plus round
+		// trips on a loaded machine.
+		if bound := replicaLease * 3 / 2; took > bound {
+			t.Errorf("step %d: the takeover took %v, more than %v after the owner gave its lease up", step, took, bound)
 		}
 		if !fc.waitAll(t, f.N()+20, 10*time.Second) {
 			t.FailNow()
