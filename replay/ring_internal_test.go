@@ -6,14 +6,16 @@ import (
 	"testing"
 )
 
-// newestCap is what the newest frame of r is charged.
+// newestCap is the arena a ring shrinks to when it keeps only its newest
+// frame under a spent budget: the soft bound's slack per ring.
 func (r *Ring) newestCap() int64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.n == 0 {
 		return 0
 	}
-	return int64(cap(r.slots[r.newest%uint64(len(r.slots))]))
+	n := r.tail - r.starts[r.newest%uint64(len(r.starts))]
+	return int64(roundArena(n + n/4))
 }
 
 func TestBudgetSharedByTwoRings(t *testing.T) {
@@ -49,7 +51,9 @@ func TestBudgetSharedByTwoRings(t *testing.T) {
 		}
 		// Over the bound only by the one newest frame each ring must keep.
 		if slack := rings[0].newestCap() + rings[1].newestCap(); used > limit+slack {
-			t.Fatalf("step %d: Used = %d > Max %d + newest frames %d", i, used, limit, slack)
+			n0, b0 := rings[0].Stats()
+			n1, b1 := rings[1].Stats()
+			t.Fatalf("step %d: Used = %d > Max %d + newest frames %d (ring %d appended %d bytes; ring 0: %d frames %d bytes, ring 1: %d frames %d bytes)", i, used, limit, slack, k, size, n0, b0, n1, b1)
 		}
 		// The ring that appended stopped evicting only at the bound or at one frame.
 		if frames, _ := r.Stats(); used > limit && frames != 1 {
@@ -82,30 +86,55 @@ func TestBudgetSharedByTwoRings(t *testing.T) {
 	}
 }
 
-func TestBudgetEvictionFreesBuffers(t *testing.T) {
-	budget := NewBudget(1000)
-	r := NewRing(100, budget)
-	for seq := uint64(1); seq <= 50; seq++ {
-		if err := r.Append(seq, make([]byte, 100)); err != nil {
+// Under a spent budget a ring does not grow: it drops its oldest frames and
+// reuses their bytes, without allocating; a frame bigger than the arena
+// still fits (the bound is soft by one frame per ring).
+func TestBudgetSpentRotatesInPlace(t *testing.T) {
+	budget := NewBudget(4096)
+	r := NewRing(1000, budget)
+	frame := make([]byte, 100)
+	seq := uint64(0)
+	for range 50 {
+		seq++
+		if err := r.Append(seq, frame); err != nil {
 			t.Fatal(err)
 		}
 	}
 	frames, held := r.Stats()
-	if held > 1000 || frames < 5 || frames > 10 {
-		t.Fatalf("frames %d, bytes %d under a 1000-byte budget", frames, held)
+	if held > 4096 || frames < 20 || budget.Used() != held {
+		t.Fatalf("frames %d, arena %d, budget used %d under a 4096-byte budget", frames, held, budget.Used())
 	}
-	var live int
-	for _, s := range r.slots {
-		if s != nil {
-			live++
+	arena := &r.data[0]
+	for range 1000 {
+		seq++
+		frame[0] = byte(seq)
+		if err := r.Append(seq, frame[:90+seq%10]); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if live != frames {
-		t.Fatalf("%d slots keep a buffer, %d frames held: evicted buffers not freed", live, frames)
+	if &r.data[0] != arena {
+		t.Fatal("the arena was replaced under a spent budget")
+	}
+	if n, now := r.Stats(); now != held || n < 20 {
+		t.Fatalf("arena %d → %d bytes, %d frames", held, now, n)
+	}
+	got, last, err := r.Read(seq-1, nil, 1<<20)
+	if err != nil || last != seq || len(got) != int(90+seq%10) || got[0] != byte(seq) {
+		t.Fatalf("Read(newest-1) = %d bytes, %d, %v", len(got), last, err)
+	}
+	big := bytes.Repeat([]byte{'b'}, 10000)
+	if err := r.Append(seq+1, big); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err = r.Read(seq, nil, 1<<20)
+	if frames, _ := r.Stats(); err != nil || !bytes.Equal(got, big) || frames != 1 {
+		t.Fatalf("a frame bigger than the budget: %d bytes back, %d frames, %v", len(got), frames, err)
 	}
 }
 
-func TestSlotBufferReuse(t *testing.T) {
+// A full ring reuses its arena: frames of the same or a smaller size go
+// where the oldest were, and the arena stays.
+func TestArenaReuse(t *testing.T) {
 	r := NewRing(8, nil)
 	frame := bytes.Repeat([]byte{'a'}, 100)
 	for seq := uint64(1); seq <= 8; seq++ {
@@ -113,10 +142,7 @@ func TestSlotBufferReuse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var first [8]*byte
-	for i, s := range r.slots {
-		first[i] = &s[:1][0]
-	}
+	arena := &r.data[0]
 	_, held := r.Stats()
 	for seq := uint64(9); seq <= 80; seq++ {
 		frame[0] = byte(seq)
@@ -124,13 +150,11 @@ func TestSlotBufferReuse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, s := range r.slots {
-		if &s[:1][0] != first[i] {
-			t.Errorf("slot %d got a new buffer", i)
-		}
+	if &r.data[0] != arena {
+		t.Error("the arena was replaced")
 	}
 	if _, now := r.Stats(); now != held {
-		t.Errorf("bytes changed from %d to %d with reused buffers", held, now)
+		t.Errorf("bytes changed from %d to %d with a reused arena", held, now)
 	}
 	got, _, err := r.Read(79, nil, 1<<20)
 	if err != nil || len(got) != 90 || got[0] != 80 {
@@ -138,7 +162,9 @@ func TestSlotBufferReuse(t *testing.T) {
 	}
 }
 
-func TestSlotBufferShrinks(t *testing.T) {
+// An arena that holds less than an eighth of its size shrinks: a stream
+// whose frames got smaller does not keep a big one.
+func TestArenaShrinks(t *testing.T) {
 	r := NewRing(2, nil)
 	big := make([]byte, 64<<10)
 	r.Append(1, big)
@@ -147,16 +173,76 @@ func TestSlotBufferShrinks(t *testing.T) {
 	r.Append(3, []byte("small\n"))
 	r.Append(4, []byte("small\n"))
 	_, after := r.Stats()
-	if before < 128<<10 || after > 64 {
-		t.Fatalf("bytes %d → %d: a big buffer was kept for a small frame", before, after)
+	if before < 128<<10 || after > 2*minArena {
+		t.Fatalf("bytes %d → %d: a big arena was kept for small frames", before, after)
 	}
-	// Modest size changes reuse.
-	r.Append(5, make([]byte, 2000))
-	ptr := &r.slots[5%2][:1][0]
-	r.Append(6, make([]byte, 10))
-	r.Append(7, make([]byte, 1500))
-	if &r.slots[7%2][:1][0] != ptr {
-		t.Fatal("a 2000-byte buffer was not reused for a 1500-byte frame")
+	got, last, err := r.Read(2, nil, 1<<20)
+	if err != nil || last != 4 || string(got) != "small\nsmall\n" {
+		t.Fatalf("Read(2) = %q, %d, %v", got, last, err)
+	}
+}
+
+// Random frame sizes through small rings, with and without a budget, the
+// arena wrapping, growing and shrinking: every Read gives exactly the frames
+// a plain list of the kept frames gives.
+func TestArenaMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for _, tc := range []struct {
+		capacity int
+		budget   int64
+	}{{3, 0}, {17, 0}, {64, 0}, {200, 0}, {50, 6000}, {500, 20000}} {
+		var budget *Budget
+		if tc.budget > 0 {
+			budget = NewBudget(tc.budget)
+		}
+		r := NewRing(tc.capacity, budget)
+		frames := map[uint64][]byte{}
+		for seq := uint64(1); seq <= 5000; seq++ {
+			size := 1 + rng.IntN(300)
+			switch rng.IntN(100) {
+			case 0:
+				size = 3000 + rng.IntN(5000)
+			case 1, 2:
+				size = 1
+			}
+			f := make([]byte, size)
+			for i := range f {
+				f[i] = byte(seq*31 + uint64(i))
+			}
+			if err := r.Append(seq, f); err != nil {
+				t.Fatal(err)
+			}
+			frames[seq] = f
+			oldest, newest := r.Bounds()
+			delete(frames, oldest-1)
+			if n, b := r.Stats(); n != int(newest-oldest+1) || n > tc.capacity || n < 1 || newest != seq || b < int64(r.tail-r.head) {
+				t.Fatalf("cap %d after %d: Bounds %d-%d, Stats %d frames %d bytes", tc.capacity, seq, oldest, newest, n, b)
+			}
+			if budget != nil && budget.Used() != int64(len(r.data)) {
+				t.Fatalf("budget used %d, arena %d", budget.Used(), len(r.data))
+			}
+			after := oldest - 1 + uint64(rng.IntN(int(newest-oldest+1)))
+			maxBytes := rng.IntN(2000)
+			got, last, err := r.Read(after, nil, maxBytes)
+			var want []byte
+			wantLast := after
+			for s := after + 1; s <= newest; s++ {
+				if s > after+1 && len(want)+len(frames[s]) > maxBytes {
+					break
+				}
+				want, wantLast = append(want, frames[s]...), s
+			}
+			if err != nil || !bytes.Equal(got, want) || last != wantLast {
+				t.Fatalf("cap %d after %d: Read(%d, %d) = %d bytes to %d, %v; want %d bytes to %d", tc.capacity, seq, after, maxBytes, len(got), last, err, len(want), wantLast)
+			}
+			if _, _, err := r.Read(oldest-2, nil, 100); oldest > 1 && err != ErrEvicted {
+				t.Fatalf("Read before the oldest: %v", err)
+			}
+		}
+		r.Close()
+		if budget != nil && budget.Used() != 0 {
+			t.Fatalf("budget used %d after Close", budget.Used())
+		}
 	}
 }
 
@@ -178,8 +264,8 @@ func TestRingGrowKeepsFrames(t *testing.T) {
 			}
 		}
 	}
-	if len(r.slots) != 1000 {
-		t.Fatalf("slot array %d, want 1000", len(r.slots))
+	if len(r.starts) != 1000 {
+		t.Fatalf("index %d, want 1000", len(r.starts))
 	}
 }
 
