@@ -41,7 +41,8 @@ type Store interface {
 	// Bounds returns the oldest and newest sequence kept; on an empty log
 	// oldest == newest+1.
 	Bounds() (oldest, newest uint64)
-	// Stats returns the number of frames and bytes held.
+	// Stats returns the number of frames held and the bytes their buffers
+	// take.
 	Stats() (frames int, bytes int64)
 	// Close releases the memory and its budget; later calls fail or return
 	// nothing.

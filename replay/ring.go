@@ -10,8 +10,8 @@ import (
 // Budget is a memory bound shared by every Ring of a process (the
 // LASTEVENT_MAX_MEMORY setting). It counts the size of the rings' arenas.
 // The bound is soft by design: each ring keeps at least its newest frame, so
-// Used can exceed Max by up to an arena for one frame (the frame plus a
-// quarter, at least minArena) per ring.
+// Used can exceed Max by up to an arena for one frame (the frame, rounded up
+// to 256 bytes) per ring.
 //
 // A Budget is safe for concurrent use. A nil *Budget is unlimited and reports
 // zero for Used and Max.
@@ -51,23 +51,29 @@ func (b *Budget) over() bool {
 	return b != nil && b.max > 0 && b.used.Load() > b.max
 }
 
-// fits says whether n more bytes stay within the bound.
-func (b *Budget) fits(n int64) bool {
-	return b == nil || b.max == 0 || b.used.Load()+n <= b.max
+// room is how many more bytes the bound allows (a lot when unlimited).
+func (b *Budget) room() int64 {
+	if b == nil || b.max == 0 {
+		return 1 << 62
+	}
+	return b.max - b.used.Load()
 }
 
 // errClosed is returned by Append on a closed Ring. It is not exported: a
 // closed log has no writer left to handle it.
 var errClosed = errors.New("replay: ring closed")
 
-// The arena doubles (at least to fit the frame being appended) and is
-// sized in arenaStep bytes, starting at minArena; it shrinks to twice what it
-// holds when it holds less than an eighth of its size (a stream whose frames
-// got smaller does not keep, and get charged for, a big arena), and to what it
-// holds plus a quarter when the Budget makes it drop frames.
+// The arena grows by half (at least to fit the frame being appended), or into
+// what is left of the Budget when that would not fit in it, and is sized
+// in arenaStep bytes, starting at minArena. It shrinks to twice what it holds
+// when it holds less than an eighth of its size (a stream whose frames got
+// smaller does not keep, and get charged for, a big arena), and, when the
+// Budget is over its bound, to what it keeps, after dropping as few of its
+// oldest frames as that takes (it then drops its oldest frames to make room:
+// no more moves while the Budget stays spent).
 const (
-	minArena  = 1 << 10
-	arenaStep = 512
+	minArena  = 256
+	arenaStep = 256
 )
 
 // initialSlots is the index a Ring starts with; it doubles as frames arrive,
@@ -128,7 +134,7 @@ func NewRing(capacity int, budget *Budget) *Ring {
 
 // Append implements Store. Once the arena is big enough for the frames the
 // ring keeps, Append does not allocate. Growing the index (at most
-// log2(capacity/64) times in a ring's life) or the arena (doubling)
+// log2(capacity/64) times in a ring's life) or the arena (by half each time)
 // copies what they hold, so Append is O(1) amortised.
 func (r *Ring) Append(seq uint64, frame []byte) error {
 	r.mu.Lock()
@@ -151,17 +157,21 @@ func (r *Ring) Append(seq uint64, frame []byte) error {
 	}
 	need := uint64(len(frame))
 	if used, size := r.tail-r.head, uint64(len(r.data)); used+need > size || size == 0 {
-		// Double while the Budget has room for that; else make room
+		// Grow by half, or into what the Budget has left; else make room
 		// by dropping the oldest frames, and grow only for a frame bigger
 		// than the whole arena.
-		if grown := roundArena(max(used+need, 2*size)); r.budget.fits(int64(grown) - int64(size)) {
-			r.move(grown)
-		} else {
+		grown := max(used+need, size+size/2)
+		if room := r.budget.room(); int64(grown-size) > room {
+			grown = size + uint64(max(room, 0))/arenaStep*arenaStep
+		}
+		switch {
+		case grown >= used+need && grown > size:
+			r.move(roundArena(grown))
+		case need > size || size == 0:
+			r.move(roundArena(used + need)) // a frame bigger than the arena: giveBack trims below
+		default:
 			for r.n > 0 && r.tail-r.head+need > size {
 				r.evictOldest()
-			}
-			if need > size || size == 0 {
-				r.move(roundArena(need))
 			}
 		}
 	} else if size > minArena && 8*(used+need) < size {
@@ -176,22 +186,28 @@ func (r *Ring) Append(seq uint64, frame []byte) error {
 	r.newest = seq
 	r.n++
 
-	for r.budget.over() {
-		// Drop the oldest frames until the rest fill at most half the
-		// arena, then move them into a smaller one; an arena that cannot
-		// get smaller gives up frames only, down to the newest.
-		for r.n > 1 && 2*(r.tail-r.head) > uint64(len(r.data)) {
-			r.evictOldest()
-		}
-		if size := roundArena(r.tail - r.head + (r.tail-r.head)/4); size < len(r.data) {
-			r.move(size)
-		} else if r.n > 1 {
-			r.evictOldest()
-		} else {
-			break
-		}
+	if over := -r.budget.room(); over > 0 {
+		r.giveBack(uint64(over))
 	}
 	return nil
+}
+
+// giveBack moves the frames into a smaller arena, at least over bytes smaller
+// if it can, dropping as few of the oldest as that takes (never the newest).
+// When even the newest frame alone fits no smaller arena, it drops nothing:
+// that would free no memory.
+func (r *Ring) giveBack(over uint64) {
+	shrunk := func(from uint64) int { return roundArena(r.tail - from) } // the arena for the frames from offset from on
+	size := uint64(len(r.data))
+	if uint64(shrunk(r.starts[r.newest%uint64(len(r.starts))])) >= size {
+		return
+	}
+	for r.n > 1 && uint64(shrunk(r.head))+over > size {
+		r.evictOldest()
+	}
+	if target := shrunk(r.head); target < len(r.data) {
+		r.move(target)
+	}
 }
 
 func roundArena(n uint64) int {
@@ -255,14 +271,14 @@ func (r *Ring) Read(after uint64, dst []byte, maxBytes int) ([]byte, uint64, err
 	size := uint64(len(r.starts))
 	from := r.starts[(after+1)%size]
 	last, to := r.newest, r.tail
-	if to-from > uint64(max(maxBytes, 0)) {
+	if maxBytes <= 0 || to-from > uint64(maxBytes) {
 		// Not all of it: whole frames up to maxBytes, at least one. Count
 		// with k rather than the sequence, which may sit at the top of
 		// uint64.
 		last, to = after+1, r.end(after+1)
 		for k := uint64(2); k <= r.newest-after; k++ {
 			e := r.end(after + k)
-			if e-from > uint64(max(maxBytes, 0)) {
+			if maxBytes <= 0 || e-from > uint64(maxBytes) {
 				break
 			}
 			last, to = after+k, e
@@ -284,7 +300,8 @@ func (r *Ring) Bounds() (oldest, newest uint64) {
 	return r.oldest, r.newest
 }
 
-// Stats implements Store; bytes is the arena's size.
+// Stats implements Store; bytes is the arena's size (what the stream's
+// frames take, plus the room it keeps to grow into).
 func (r *Ring) Stats() (frames int, bytes int64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -14,8 +14,7 @@ func (r *Ring) newestCap() int64 {
 	if r.n == 0 {
 		return 0
 	}
-	n := r.tail - r.starts[r.newest%uint64(len(r.starts))]
-	return int64(roundArena(n + n/4))
+	return int64(roundArena(r.tail - r.starts[r.newest%uint64(len(r.starts))]))
 }
 
 func TestBudgetSharedByTwoRings(t *testing.T) {
@@ -55,9 +54,11 @@ func TestBudgetSharedByTwoRings(t *testing.T) {
 			n1, b1 := rings[1].Stats()
 			t.Fatalf("step %d: Used = %d > Max %d + newest frames %d (ring %d appended %d bytes; ring 0: %d frames %d bytes, ring 1: %d frames %d bytes)", i, used, limit, slack, k, size, n0, b0, n1, b1)
 		}
-		// The ring that appended stopped evicting only at the bound or at one frame.
-		if frames, _ := r.Stats(); used > limit && frames != 1 {
-			t.Fatalf("step %d: Used = %d over %d with the appending ring at %d frames", i, used, limit, frames)
+		// The ring that appended stopped evicting only at the bound, at one
+		// frame, or where dropping frames frees nothing (its arena is as
+		// small as the one for its newest frame).
+		if frames, held := r.Stats(); used > limit && frames != 1 && held > r.newestCap() {
+			t.Fatalf("step %d: Used = %d over %d with the appending ring at %d frames in %d bytes", i, used, limit, frames, held)
 		}
 		if frames, _ := r.Stats(); uint64(frames) < next[k]-1 {
 			evicted = true
@@ -196,14 +197,24 @@ func TestArenaMatchesModel(t *testing.T) {
 			budget = NewBudget(tc.budget)
 		}
 		r := NewRing(tc.capacity, budget)
+		other := NewRing(tc.capacity, budget) // shares the budget, keeps it under pressure
 		frames := map[uint64][]byte{}
-		for seq := uint64(1); seq <= 5000; seq++ {
+		first := 1 + rng.Uint64N(1000)
+		for seq := first; seq < first+5000; seq++ {
 			size := 1 + rng.IntN(300)
 			switch rng.IntN(100) {
 			case 0:
 				size = 3000 + rng.IntN(5000)
 			case 1, 2:
 				size = 1
+			case 3:
+				size = 0
+			}
+			if rng.IntN(2) == 0 {
+				_, on := other.Bounds()
+				if err := other.Append(on+1, make([]byte, rng.IntN(600))); err != nil {
+					t.Fatal(err)
+				}
 			}
 			f := make([]byte, size)
 			for i := range f {
@@ -218,8 +229,8 @@ func TestArenaMatchesModel(t *testing.T) {
 			if n, b := r.Stats(); n != int(newest-oldest+1) || n > tc.capacity || n < 1 || newest != seq || b < int64(r.tail-r.head) {
 				t.Fatalf("cap %d after %d: Bounds %d-%d, Stats %d frames %d bytes", tc.capacity, seq, oldest, newest, n, b)
 			}
-			if budget != nil && budget.Used() != int64(len(r.data)) {
-				t.Fatalf("budget used %d, arena %d", budget.Used(), len(r.data))
+			if budget != nil && budget.Used() != int64(len(r.data)+len(other.data)) {
+				t.Fatalf("budget used %d, arenas %d + %d", budget.Used(), len(r.data), len(other.data))
 			}
 			after := oldest - 1 + uint64(rng.IntN(int(newest-oldest+1)))
 			maxBytes := rng.IntN(2000)
@@ -235,11 +246,12 @@ func TestArenaMatchesModel(t *testing.T) {
 			if err != nil || !bytes.Equal(got, want) || last != wantLast {
 				t.Fatalf("cap %d after %d: Read(%d, %d) = %d bytes to %d, %v; want %d bytes to %d", tc.capacity, seq, after, maxBytes, len(got), last, err, len(want), wantLast)
 			}
-			if _, _, err := r.Read(oldest-2, nil, 100); oldest > 1 && err != ErrEvicted {
+			if _, _, err := r.Read(oldest-2, nil, 100); oldest > first && err != ErrEvicted {
 				t.Fatalf("Read before the oldest: %v", err)
 			}
 		}
 		r.Close()
+		other.Close()
 		if budget != nil && budget.Used() != 0 {
 			t.Fatalf("budget used %d after Close", budget.Used())
 		}
@@ -286,5 +298,84 @@ func TestRingTopOfSequenceSpace(t *testing.T) {
 	}
 	if err := r.Append(0, nil); err != ErrOutOfOrder {
 		t.Fatalf("Append after the top = %v, want ErrOutOfOrder", err)
+	}
+}
+
+// A budget over by a little costs a ring a few frames, not half of them.
+func TestBudgetSmallOverageDropsFew(t *testing.T) {
+	budget := NewBudget(1 << 20)
+	a, b := NewRing(1000, budget), NewRing(1000, budget)
+	frame := make([]byte, 500)
+	for seq := uint64(1); seq <= 1000; seq++ {
+		for _, r := range []*Ring{a, b} {
+			if err := r.Append(seq, frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before, _ := a.Stats()
+	c := NewRing(1000, budget)
+	if err := c.Append(1, make([]byte, 100)); err != nil { // over the bound by up to an arena
+		t.Fatal(err)
+	}
+	if err := a.Append(1001, frame); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := a.Stats()
+	if after < before-10 || budget.Used() > budget.Max() {
+		t.Fatalf("one small new stream took the ring from %d to %d frames; budget %d of %d", before, after, budget.Used(), budget.Max())
+	}
+}
+
+// Rings whose arenas are as small as they get, together over the bound,
+// drop no frames for it: that would free nothing.
+func TestBudgetArenaFloorKeepsFrames(t *testing.T) {
+	budget := NewBudget(4 << 10)
+	rings := make([]*Ring, 70)
+	for i := range rings {
+		rings[i] = NewRing(100, budget)
+	}
+	for seq := uint64(1); seq <= 20; seq++ {
+		for _, r := range rings {
+			if err := r.Append(seq, make([]byte, 50)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, r := range rings {
+		if frames, held := r.Stats(); frames < 4 || held != minArena {
+			t.Fatalf("ring %d: %d frames in %d bytes; want the %d-byte arena full of frames", i, frames, held, minArena)
+		}
+	}
+}
+
+// A single ring uses the whole bound: the arena grows into what is left when
+// doubling would not fit.
+func TestBudgetGrowthUsesTheRest(t *testing.T) {
+	budget := NewBudget(1_000_000)
+	r := NewRing(100_000, budget)
+	frame := make([]byte, 1000)
+	for seq := uint64(1); seq <= 2000; seq++ {
+		if err := r.Append(seq, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if frames, held := r.Stats(); held < 900_000 || held > 1_000_000 || frames < 890 {
+		t.Fatalf("%d frames in %d bytes under a 1,000,000-byte bound", frames, held)
+	}
+}
+
+// maxBytes <= 0 reads exactly one frame, also of length zero.
+func TestReadOneFrame(t *testing.T) {
+	r := NewRing(10, nil)
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := r.Append(seq, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mb := range []int{0, -1} {
+		if got, last, err := r.Read(0, nil, mb); err != nil || last != 1 || len(got) != 0 {
+			t.Fatalf("Read(0, %d) = %q, %d, %v; want frame 1 only", mb, got, last, err)
+		}
 	}
 }
