@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/lastevent/lastevent/replay"
@@ -74,13 +73,9 @@ type client struct {
 	// Owned by whoever holds mu: the loop, whenever it is not waiting for a
 	// wake, or the stream's goroutine in offer.
 	mu          sync.Mutex
-	gone        bool   // the loop returned: nothing more may be written
-	pending     []byte // the rest of a chunk that offer's write left: the loop writes it first
-	raw         syscall.RawConn
-	rawFn       func(fd uintptr) bool // rawWrite, bound once
-	rawBuf      []byte                // rawWrite's argument
-	rawN        int                   // and its results
-	rawErr      error
+	gone        bool      // the loop returned: nothing more may be written
+	pending     []byte    // the rest of a chunk that offer's write left: the loop writes it first
+	raw         *rawSock  // offer's writes, set up on its first
 	noRaw       bool      // conn has no file descriptor (tests): offer never writes
 	sent        uint64    // frames written, for the log
 	direct      bool      // fasthttp's buffer is flushed: batches go to conn directly
@@ -351,8 +346,8 @@ func (c *client) offer() bool {
 	}
 	buf, i := chunk(buf)
 	c.putBatch(nil, buf[:len(buf)-chunkTail])
-	n, err := c.tryWrite(buf[i:])
-	if err != nil || n == 0 {
+	n, errno, err := c.raw.write(buf[i:]) // one non-blocking write system call
+	if err != nil || errno != 0 || n == 0 {
 		return false // EAGAIN: the loop waits for room; an error: the loop meets it too
 	}
 	c.touch()
@@ -382,36 +377,10 @@ func (c *client) writePending() (string, error) {
 // rawReady gets the connection's file descriptor for offer, once.
 func (c *client) rawReady() bool {
 	if c.raw == nil && !c.noRaw {
-		c.noRaw = true
-		if sc, ok := c.conn.(syscall.Conn); ok {
-			if rc, err := sc.SyscallConn(); err == nil {
-				c.raw, c.rawFn, c.noRaw = rc, c.rawWrite, false
-			}
-		}
+		c.raw = newRawSock(c.conn)
+		c.noRaw = c.raw == nil
 	}
 	return c.raw != nil
-}
-
-// tryWrite writes b with one non-blocking write system call.
-func (c *client) tryWrite(b []byte) (int, error) {
-	c.rawBuf = b
-	err := c.raw.Write(c.rawFn)
-	c.rawBuf = nil
-	if err != nil {
-		return 0, err
-	}
-	return c.rawN, c.rawErr
-}
-
-// rawWrite runs inside RawConn.Write, which holds the descriptor: returning
-// true, it never waits for the socket to have room.
-func (c *client) rawWrite(fd uintptr) bool {
-	n, errno := sysWrite(fd, c.rawBuf)
-	c.rawN, c.rawErr = n, nil
-	if errno != 0 {
-		c.rawErr = errno
-	}
-	return true
 }
 
 // touch notes a write: heartbeats are timed from the last one, and the write

@@ -120,22 +120,30 @@ func (cw *chunkWriter) Write(p []byte) (int, error) {
 	return len(p), err
 }
 
-// The client's cursor is from: the frames after it are its.
-func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient {
+// tcpPair gives both ends of a real TCP connection on 127.0.0.1: the
+// dialled one and the accepted one.
+func tcpPair(tb testing.TB) (dialled, accepted net.Conn) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
+	dialled, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		tb.Fatal(err)
 	}
-	conn, err := ln.Accept()
+	accepted, err = ln.Accept()
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return dialled, accepted
+}
+
+// The client's cursor is from: the frames after it are its.
+func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient {
+	tb.Helper()
+	peer, conn := tcpPair(tb)
 	if s.done == nil {
 		s.done = make(chan struct{})
 	}

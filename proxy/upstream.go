@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -82,23 +81,12 @@ type streamConn struct {
 	net.Conn
 	first, idle time.Duration
 	gotByte     atomic.Bool
-	noDeadline  bool // the read deadline is cleared: without an idle timeout, reads need no deadline work
-
-	raw    syscall.RawConn       // nil: reads go through Conn.Read
-	rawFn  func(fd uintptr) bool // rawRead, bound once
-	rawBuf []byte                // rawRead's argument
-	rawN   int                   // and its results
-	rawErr syscall.Errno
+	noDeadline  bool     // the read deadline is cleared: without an idle timeout, reads need no deadline work
+	raw         *rawSock // nil: reads go through Conn.Read
 }
 
 func newStreamConn(c net.Conn, first, idle time.Duration) *streamConn {
-	sc := &streamConn{Conn: c, first: first, idle: idle}
-	if s, ok := c.(syscall.Conn); ok {
-		if rc, err := s.SyscallConn(); err == nil {
-			sc.raw, sc.rawFn = rc, sc.rawRead
-		}
-	}
-	return sc
+	return &streamConn{Conn: c, first: first, idle: idle, raw: newRawSock(c)}
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -128,33 +116,19 @@ func (c *streamConn) read(p []byte) (int, error) {
 	if c.raw == nil || len(p) == 0 {
 		return c.Conn.Read(p)
 	}
-	c.rawBuf = p
-	err := c.raw.Read(c.rawFn)
-	c.rawBuf = nil
+	n, errno, err := c.raw.read(p)
 	switch {
 	case err != nil:
 		if oe, ok := err.(*net.OpError); ok {
 			oe.Op = "read" // not "raw-read": the error reads as Conn.Read's would
 		}
 		return 0, err
-	case c.rawErr != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", c.rawErr)}
-	case c.rawN == 0:
+	case errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
+	case n == 0:
 		return 0, io.EOF
 	}
-	return c.rawN, nil
-}
-
-// rawRead runs inside RawConn.Read: returning false on EAGAIN, it waits
-// until the socket is readable (or the read deadline passes) and is called
-// again.
-func (c *streamConn) rawRead(fd uintptr) bool {
-	n, errno := sysRead(fd, c.rawBuf)
-	if errno == syscall.EAGAIN {
-		return false
-	}
-	c.rawN, c.rawErr = n, errno
-	return true
+	return n, nil
 }
 
 // Write sends a request: its answer gets UpstreamTimeout until its first

@@ -16,19 +16,7 @@ import (
 // and the listener's end of the connection.
 func dialPair(t *testing.T, first, idle time.Duration) (*streamConn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, peer := tcpPair(t)
 	sc := newStreamConn(c, first, idle)
 	t.Cleanup(func() { sc.Close(); peer.Close() })
 	if sc.raw == nil {

@@ -110,7 +110,6 @@ type Ring struct {
 	data   []byte   // the arena: offset v is at data[(v-base)%len(data)]
 	base   uint64   // the offset at data[0] when the arena was last moved
 	starts []uint64 // frame s starts at offset starts[s%len(starts)]; len(starts) <= capacity
-	head   uint64   // offset of the oldest frame's first byte
 	tail   uint64   // offset after the newest frame's last byte
 	oldest uint64   // oldest kept sequence; newest+1 when empty
 	newest uint64
@@ -156,7 +155,7 @@ func (r *Ring) Append(seq uint64, frame []byte) error {
 		}
 	}
 	need := uint64(len(frame))
-	if used, size := r.tail-r.head, uint64(len(r.data)); used+need > size || size == 0 {
+	if used, size := r.tail-r.head(), uint64(len(r.data)); used+need > size || size == 0 {
 		// Grow by half, or into what the Budget has left; else make room
 		// by dropping the oldest frames, and grow only for a frame bigger
 		// than the whole arena.
@@ -170,7 +169,7 @@ func (r *Ring) Append(seq uint64, frame []byte) error {
 		case need > size || size == 0:
 			r.move(roundArena(used + need)) // a frame bigger than the arena: giveBack trims below
 		default:
-			for r.n > 0 && r.tail-r.head+need > size {
+			for r.n > 0 && r.tail-r.head()+need > size {
 				r.evictOldest()
 			}
 		}
@@ -202,10 +201,10 @@ func (r *Ring) giveBack(over uint64) {
 	if uint64(shrunk(r.starts[r.newest%uint64(len(r.starts))])) >= size {
 		return
 	}
-	for r.n > 1 && uint64(shrunk(r.head))+over > size {
+	for r.n > 1 && uint64(shrunk(r.head()))+over > size {
 		r.evictOldest()
 	}
-	if target := shrunk(r.head); target < len(r.data) {
+	if target := shrunk(r.head()); target < len(r.data) {
 		r.move(target)
 	}
 }
@@ -218,14 +217,15 @@ func roundArena(n uint64) int {
 // they take) and charges the difference to the budget.
 func (r *Ring) move(size int) {
 	data := make([]byte, size)
-	if used := int(r.tail - r.head); used > 0 {
-		p := int((r.head - r.base) % uint64(len(r.data)))
+	head := r.head()
+	if used := int(r.tail - head); used > 0 {
+		p := int((head - r.base) % uint64(len(r.data)))
 		if c := copy(data[:used], r.data[p:]); c < used {
 			copy(data[c:used], r.data)
 		}
 	}
 	r.budget.add(int64(size - len(r.data)))
-	r.data, r.base = data, r.head
+	r.data, r.base = data, head
 }
 
 // growIndex doubles the index (up to capacity), re-placing the frames held.
@@ -245,10 +245,17 @@ func (r *Ring) end(s uint64) uint64 {
 	return r.starts[(s+1)%uint64(len(r.starts))]
 }
 
+// head is the offset of the oldest frame's first byte (tail when empty).
+func (r *Ring) head() uint64 {
+	if r.n == 0 {
+		return r.tail
+	}
+	return r.starts[r.oldest%uint64(len(r.starts))]
+}
+
 // evictOldest drops the oldest frame; its bytes are reused by later frames
 // (the arena's size changes only in move).
 func (r *Ring) evictOldest() {
-	r.head = r.end(r.oldest)
 	r.oldest++
 	r.n--
 }

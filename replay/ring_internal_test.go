@@ -226,7 +226,7 @@ func TestArenaMatchesModel(t *testing.T) {
 			frames[seq] = f
 			oldest, newest := r.Bounds()
 			delete(frames, oldest-1)
-			if n, b := r.Stats(); n != int(newest-oldest+1) || n > tc.capacity || n < 1 || newest != seq || b < int64(r.tail-r.head) {
+			if n, b := r.Stats(); n != int(newest-oldest+1) || n > tc.capacity || n < 1 || newest != seq || b < int64(r.tail-r.head()) {
 				t.Fatalf("cap %d after %d: Bounds %d-%d, Stats %d frames %d bytes", tc.capacity, seq, oldest, newest, n, b)
 			}
 			if budget != nil && budget.Used() != int64(len(r.data)+len(other.data)) {

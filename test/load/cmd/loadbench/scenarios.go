@@ -234,9 +234,16 @@ func (e *env) fillCPU(r *Result, t *target, a, b samples) {
 	r.UpstreamRSSKiB = b.up.RSSKiB
 	r.UpstreamWritesPerS = round(float64(b.up.SyscW-a.up.SyscW)/secs, 0)
 	r.SwarmCPUPct = round(100*(b.self.CPUSeconds-a.self.CPUSeconds)/secs, 1)
-	if a.segs > 0 && b.segs > a.segs {
-		r.TCPSegsPerS = round(float64(b.segs-a.segs)/secs, 0)
+	r.TCPSegsPerS = segsPerS(a.segs, b.segs, secs)
+}
+
+// segsPerS is the rate of TCP segments between two OutSegs readings (0 when
+// either could not be read).
+func segsPerS(from, to int64, secs float64) float64 {
+	if from <= 0 || to <= from {
+		return 0
 	}
+	return round(float64(to-from)/secs, 0)
 }
 
 func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
@@ -426,9 +433,8 @@ func (e *env) runS5() (r Result) {
 	line, err = load.ReadLine(br, c.s5Dur+30*time.Second)
 	secs := time.Since(t0).Seconds()
 	s1 := sampleSelf()
-	if segs1, _ := load.TCPOutSegs(); segs0 > 0 && segs1 > segs0 {
-		r.TCPSegsPerS = round(float64(segs1-segs0)/secs, 0)
-	}
+	segs1, _ := load.TCPOutSegs()
+	r.TCPSegsPerS = segsPerS(segs0, segs1, secs)
 	rr := <-done
 	var res struct {
 		Writes     int64
