@@ -309,7 +309,7 @@ func (r RawConfig) Parse() (Config, error) {
 		c.LogLevel = "info"
 	case "trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled":
 	default:
-		bad("LOG_LEVEL", r.LogLevel, "must be one of trace, debug, info, warn, error, disabled")
+		bad("LOG_LEVEL", r.LogLevel, "must be one of trace, debug, info, warn, error, fatal, panic, disabled")
 	}
 	c.LogFormat = strings.ToLower(strings.TrimSpace(r.LogFormat))
 	if c.LogFormat != "json" && c.LogFormat != "console" {
@@ -318,7 +318,9 @@ func (r RawConfig) Parse() (Config, error) {
 
 	c.MaxConnections = int(intRange("MAX_CONNECTIONS", r.MaxConnections, 1, 10_000_000))
 	c.MaxHeaderBytes = int(size("MAX_HEADER_BYTES", r.MaxHeaderBytes, 1<<10, 16<<20))
-	c.MaxBodyBytes = int(size("MAX_BODY_BYTES", r.MaxBodyBytes, 0, 1<<30))
+	// 0 would mean three things: fasthttp's 4 MiB default for request
+	// bodies, no bound on responses, and every passed-through answer a 502.
+	c.MaxBodyBytes = int(size("MAX_BODY_BYTES", r.MaxBodyBytes, 1, 1<<30))
 	c.WriteTimeout = durPos("WRITE_TIMEOUT", r.WriteTimeout, false)
 	c.ClientDeadTimeout = durPos("CLIENT_DEAD_TIMEOUT", r.ClientDeadTimeout, true)
 	c.UpstreamTimeout = durPos("UPSTREAM_TIMEOUT", r.UpstreamTimeout, false)

@@ -24,7 +24,6 @@ const (
 	ReasonUpstreamReconnect = "upstream-reconnect"  // the upstream connection was lost and reopened
 	ReasonFrameTooLarge     = "frame-too-large"     // the upstream sent a frame above LASTEVENT_MAX_FRAME_BYTES
 	ReasonSlowClient        = "slow-client"         // the client fell behind the buffer
-	ReasonUnknownGeneration = "unknown-generation"
 )
 
 // syncRetry is the retry: sent with a sync event, so a client that then
