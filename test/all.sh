@@ -25,7 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "== missing ${need[*]} (apt-get install -y ${need[*]}); the tests that need them will say so" >&2
   fi
 fi
-command -v redis-server >/dev/null && export LASTEVENT_REQUIRE_REDIS=1
+command -v redis-server >/dev/null && export TEST_REQUIRE_REDIS=1
 
 helm_log=$(mktemp)
 if [ -z "${SKIP_HELM:-}" ]; then

@@ -20,8 +20,8 @@ func startRedisCluster(t *testing.T) string {
 	server, err := exec.LookPath("redis-server")
 	cli, err2 := exec.LookPath("redis-cli")
 	if err != nil || err2 != nil {
-		if os.Getenv("LASTEVENT_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server and redis-cli are required (LASTEVENT_REQUIRE_REDIS=1)")
+		if os.Getenv("TEST_REQUIRE_REDIS") == "1" {
+			t.Fatal("redis-server and redis-cli are required (TEST_REQUIRE_REDIS=1)")
 		}
 		t.Skip("redis-server or redis-cli not installed")
 	}

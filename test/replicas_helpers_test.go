@@ -33,13 +33,13 @@ const redisInstallHint = "redis-server not found in PATH: install it with `apt-g
 	"(the tests start their own server on a private port; no service is needed)"
 
 // lookRedisServer finds redis-server, or skips the test; with
-// LASTEVENT_REQUIRE_REDIS=1 (CI, test/all.sh) a missing server fails it.
+// TEST_REQUIRE_REDIS=1 (CI, test/all.sh) a missing server fails it.
 func lookRedisServer(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		if os.Getenv("LASTEVENT_REQUIRE_REDIS") == "1" {
-			t.Fatal(redisInstallHint + " (LASTEVENT_REQUIRE_REDIS=1)")
+		if os.Getenv("TEST_REQUIRE_REDIS") == "1" {
+			t.Fatal(redisInstallHint + " (TEST_REQUIRE_REDIS=1)")
 		}
 		t.Skip(redisInstallHint)
 	}

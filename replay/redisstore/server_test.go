@@ -80,14 +80,14 @@ func ownServer(tb testing.TB) *redisServer {
 }
 
 // lookRedis finds redis-server or skips: a developer without it still runs
-// every other test. CI sets LASTEVENT_REQUIRE_REDIS=1 so that a missing
+// every other test. CI sets TEST_REQUIRE_REDIS=1 so that a missing
 // install step fails instead of passing green with these tests skipped.
 func lookRedis(tb testing.TB) string {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		if os.Getenv("LASTEVENT_REQUIRE_REDIS") == "1" {
-			tb.Fatal(installHint + " (LASTEVENT_REQUIRE_REDIS=1)")
+		if os.Getenv("TEST_REQUIRE_REDIS") == "1" {
+			tb.Fatal(installHint + " (TEST_REQUIRE_REDIS=1)")
 		}
 		tb.Skip(installHint)
 	}

@@ -7,13 +7,13 @@
 # time (several minutes on a cold Go module cache; cache that directory and
 # the Go module/build caches in CI), then runs the Go tests of this module.
 #   bash test/helm/run.sh            # from anywhere
-#   LASTEVENT_HELM_CACHE=/ci/cache bash test/helm/run.sh
+#   HELM_TEST_CACHE=/ci/cache bash test/helm/run.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH="/usr/local/go/bin:$PATH"
 
 HELM_VERSION=v4.3.2
-cache=${LASTEVENT_HELM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lastevent-helm}
+cache=${HELM_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lastevent-helm}
 bin="$cache/$HELM_VERSION/bin"
 if [ ! -x "$bin/helm" ]; then
   echo "== installing helm $HELM_VERSION into $bin (go install; takes a few minutes on a cold cache)"
