@@ -47,10 +47,6 @@ func (b *Budget) add(n int64) {
 	}
 }
 
-func (b *Budget) over() bool {
-	return b != nil && b.max > 0 && b.used.Load() > b.max
-}
-
 // room is how many more bytes the bound allows (a lot when unlimited).
 func (b *Budget) room() int64 {
 	if b == nil || b.max == 0 {
@@ -159,7 +155,9 @@ func (r *Ring) Append(seq uint64, frame []byte) error {
 		// Grow by half, or into what the Budget has left; else make room
 		// by dropping the oldest frames, and grow only for a frame bigger
 		// than the whole arena.
-		grown := max(used+need, size+size/2)
+		// Rounded before it is checked against the room: the arena is
+		// allocated rounded, and charged so.
+		grown := uint64(roundArena(max(used+need, size+size/2)))
 		if room := r.budget.room(); int64(grown-size) > room {
 			grown = size + uint64(max(room, 0))/arenaStep*arenaStep
 		}
