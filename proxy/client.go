@@ -251,8 +251,17 @@ func (c *client) ownBuf() []byte {
 	return noBuf[:]
 }
 
+// ownKeep is the size up to which a client keeps its own buffer whatever it
+// last held; a bigger one (grown by a big frame) is kept only while the
+// frames it gets fill a quarter of it (a read that found nothing does not
+// count).
+const ownKeep = 16 << 10
+
 // putBatch keeps buf: in the pool when it is a borrowed batch buffer (unless
-// a giant frame grew it), else as the client's own buffer.
+// a giant frame grew it), else as the client's own buffer. A client that got
+// one big frame and then small ones gives the big buffer up (it would hold it
+// for the life of the connection, outside LASTEVENT_MAX_MEMORY); one that
+// keeps getting big frames keeps it, so it does not allocate per frame.
 func (c *client) putBatch(bb *batchBuf, buf []byte) {
 	switch {
 	case bb != nil:
@@ -260,8 +269,8 @@ func (c *client) putBatch(bb *batchBuf, buf []byte) {
 			bb.b = buf[:chunkRoom]
 			batchPool.Put(bb)
 		}
-	case cap(buf) > 4*maxBatch:
-		c.buf = nil // do not keep a giant frame's buffer
+	case cap(buf) > 4*maxBatch || (cap(buf) > ownKeep && len(buf) > chunkRoom && len(buf) < cap(buf)/4):
+		c.buf = nil
 	case cap(buf) > chunkRoom: // not noBuf
 		c.buf = buf[:chunkRoom]
 	}
