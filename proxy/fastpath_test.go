@@ -126,6 +126,16 @@ func (s *slowReader) Read(b []byte) (int, error) {
 	return s.r.Read(b[:min(len(b), 1+rand.IntN(3000))])
 }
 
+// waitEnd waits up to 5 s for the terminating chunk: the peer reads in its
+// own time, which on a loaded machine can be a while.
+func (p *chunkPeer) waitEnd() {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, _, ended, _ := p.snapshot(); ended {
+			return
+		}
+	}
+}
+
 func (p *chunkPeer) snapshot() (data []byte, bad string, ended bool, after int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -204,14 +214,7 @@ func randSize(r *rand.Rand) int {
 func TestFastPathStress(t *testing.T) {
 	for _, n := range []int{1, 4, 6} {
 		t.Run(fmt.Sprintf("clients=%d", n), func(t *testing.T) {
-			s, _ := newBenchStream(0)
-			cfg := *s.hub.cfg
-			cfg.BufferFrames = 1 << 20
-			cfg.Heartbeat = time.Millisecond
-			cfg.WriteTimeout = 20 * time.Second
-			s.hub.cfg = &cfg
-			s.log = newFPRing(&cfg)
-			s.done, s.stop = make(chan struct{}), make(chan struct{})
+			s := newStressStream()
 			loops := make([]*fpLoop, n)
 			for i := range loops {
 				loops[i] = startFPLoop(t, s, 0, i%2 == 0, 16<<10)
@@ -258,12 +261,7 @@ func TestFastPathStress(t *testing.T) {
 					time.Sleep(time.Millisecond)
 				}
 			}
-			close(s.done)
-			s.mu.Lock()
-			for _, c := range s.subs {
-				c.notify() // what the watcher does
-			}
-			s.mu.Unlock()
+			endStream(s)
 			for i, l := range loops {
 				select {
 				case o := <-l.out:
@@ -277,6 +275,9 @@ func TestFastPathStress(t *testing.T) {
 			// Offers after the loops ended must write nothing.
 			for range 5 {
 				fpPublish(s, 10)
+			}
+			for _, l := range loops {
+				l.p.waitEnd()
 			}
 			time.Sleep(50 * time.Millisecond)
 			for i, l := range loops {
@@ -335,6 +336,7 @@ func TestOfferRacesLoopEnd(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 		close(stop)
 		<-pubDone
+		l.p.waitEnd() // then give stray bytes time to follow
 		time.Sleep(5 * time.Millisecond)
 		_, bad, ended, after := l.p.snapshot()
 		if bad != "" || !ended || after > 0 {
@@ -363,12 +365,7 @@ func TestClientLoopLeavesNoGoroutines(t *testing.T) {
 			fpPublish(s, 100)
 			time.Sleep(100 * time.Microsecond)
 		}
-		close(s.done)
-		s.mu.Lock()
-		for _, c := range s.subs {
-			c.notify()
-		}
-		s.mu.Unlock()
+		endStream(s)
 		for _, l := range loops {
 			select {
 			case <-l.out:
@@ -398,14 +395,7 @@ func newFPRing(cfg *Config) *replay.Ring {
 // delivers the rest of the log, then ends; nothing is cut or lost.
 func TestStreamEndsWhileChunkPartlyWritten(t *testing.T) {
 	for round := 0; round < 10; round++ {
-		s, _ := newBenchStream(0)
-		cfg := *s.hub.cfg
-		cfg.BufferFrames = 1 << 20
-		cfg.Heartbeat = time.Millisecond
-		cfg.WriteTimeout = 20 * time.Second
-		s.hub.cfg = &cfg
-		s.log = newFPRing(&cfg)
-		s.done, s.stop = make(chan struct{}), make(chan struct{})
+		s := newStressStream()
 		loops := []*fpLoop{startFPLoop(t, s, 0, true, 16<<10), startFPLoop(t, s, 0, true, 16<<10)}
 		var want []byte
 		r := rand.New(rand.NewPCG(uint64(round), 9))
@@ -413,12 +403,7 @@ func TestStreamEndsWhileChunkPartlyWritten(t *testing.T) {
 			want = append(want, fpPublish(s, 20000+r.IntN(100000))...)
 			time.Sleep(time.Duration(r.IntN(100)) * time.Microsecond)
 		}
-		close(s.done)
-		s.mu.Lock()
-		for _, c := range s.subs {
-			c.notify()
-		}
-		s.mu.Unlock()
+		endStream(s)
 		for i, l := range loops {
 			select {
 			case o := <-l.out:
@@ -512,12 +497,7 @@ func TestClientChurnAcrossInlineMax(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	close(s.done)
-	s.mu.Lock()
-	for _, c := range s.subs {
-		c.notify()
-	}
-	s.mu.Unlock()
+	endStream(s)
 }
 
 // TestOwnBufferGivesUpBigFrame: one big frame (200 KiB, under
@@ -586,12 +566,31 @@ func TestOwnBufferGivesUpBigFrame(t *testing.T) {
 					t.Errorf("client %d: getting 30 KiB frames, keeps a %d-byte buffer: it allocates one per frame", i, kept)
 				}
 			}
-			close(s.done)
-			s.mu.Lock()
-			for _, c := range s.subs {
-				c.notify()
-			}
-			s.mu.Unlock()
+			endStream(s)
 		})
 	}
+}
+
+// newStressStream is a stream for the stress tests: a ring that keeps every
+// frame, a heartbeat every millisecond, a long write timeout.
+func newStressStream() *stream {
+	s, _ := newBenchStream(0)
+	cfg := *s.hub.cfg
+	cfg.BufferFrames = 1 << 20
+	cfg.Heartbeat = time.Millisecond
+	cfg.WriteTimeout = 20 * time.Second
+	s.hub.cfg = &cfg
+	s.log = newFPRing(&cfg)
+	s.done, s.stop = make(chan struct{}), make(chan struct{})
+	return s
+}
+
+// endStream closes the stream and wakes its clients, as its watcher does.
+func endStream(s *stream) {
+	close(s.done)
+	s.mu.Lock()
+	for _, c := range s.subs {
+		c.notify()
+	}
+	s.mu.Unlock()
 }
