@@ -202,6 +202,7 @@ func (c *client) drain(w io.Writer) (string, error) {
 			m.syncRequired(ReasonSlowClient)
 			buf = appendSyncRequired(buf[:chunkRoom], head, ReasonSlowClient, false)
 			last, err = head.Seq, nil
+			c.cursor = head.Seq // the frames skipped are not counted as sent
 		}
 		if err != nil {
 			c.putBatch(bb, buf)

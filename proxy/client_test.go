@@ -66,6 +66,14 @@ func TestClientChunksHoldWholeFrames(t *testing.T) {
 	}
 	behind.recvDrain()
 	expect(behind, "live frame after the sync", appendFrames(t, s, 100))
+	// The frames it skipped are not counted as sent (the client's log line,
+	// lastevent_frames_out_total): only the live one is.
+	behind.c.mu.Lock()
+	sent := behind.c.sent
+	behind.c.mu.Unlock()
+	if sent != 1 {
+		t.Errorf("the client that fell off the log counts %d frames sent, want 1 (the live frame after the sync)", sent)
+	}
 }
 
 func repeat(n, times int) []int {
