@@ -140,6 +140,17 @@ func tcpPair(tb testing.TB) (dialled, accepted net.Conn) {
 	return dialled, accepted
 }
 
+// attachTestClient attaches a client writing to conn, its cursor at from
+// (the frames after it are its), as Hub.attach does for a live client.
+func attachTestClient(s *stream, conn net.Conn, from uint64) *client {
+	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: from, first: appendPreamble(nil, 3000)}
+	s.mu.Lock()
+	s.subs = append(s.subs, c)
+	s.mu.Unlock()
+	s.wakeDirty.Store(true)
+	return c
+}
+
 // The client's cursor is from: the frames after it are its.
 func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient {
 	tb.Helper()
@@ -147,12 +158,8 @@ func newLoopClient(tb testing.TB, s *stream, from uint64, keep bool) *loopClient
 	if s.done == nil {
 		s.done = make(chan struct{})
 	}
-	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: from, first: appendPreamble(nil, 3000)}
+	c := attachTestClient(s, conn, from)
 	preamble := len(c.first)
-	s.mu.Lock()
-	s.subs = append(s.subs, c)
-	s.mu.Unlock()
-	s.wakeDirty.Store(true)
 	lc := &loopClient{c: c, peer: peer, got: make(chan int, 64)}
 	if keep {
 		lc.chunks = make(chan []byte, 1024)

@@ -159,11 +159,7 @@ func startFPLoop(t *testing.T, s *stream, from uint64, slow bool, sndbuf int) *f
 		_ = conn.(*net.TCPConn).SetWriteBuffer(sndbuf)
 		_ = peer.(*net.TCPConn).SetReadBuffer(4 * sndbuf)
 	}
-	c := &client{s: s, wake: make(chan struct{}, 1), conn: conn, cursor: from, first: appendPreamble(nil, 3000)}
-	s.mu.Lock()
-	s.subs = append(s.subs, c)
-	s.mu.Unlock()
-	s.wakeDirty.Store(true)
+	c := attachTestClient(s, conn, from)
 	rl := &fpLoop{c: c, conn: conn, peer: peer, p: readPeer(peer, slow), out: make(chan string, 1)}
 	go func() {
 		cw := &chunkWriter{conn: conn}

@@ -163,7 +163,7 @@ func (r *Ring) Append(seq uint64, frame []byte) error {
 		}
 		switch {
 		case grown >= used+need && grown > size:
-			r.move(roundArena(grown))
+			r.move(int(grown)) // a multiple of arenaStep, at least minArena
 		case need > size || size == 0:
 			r.move(roundArena(used + need)) // a frame bigger than the arena: giveBack trims below
 		default:

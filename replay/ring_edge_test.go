@@ -95,17 +95,7 @@ func TestArenaMatchesModelWide(t *testing.T) {
 					maxBytes := []int{-1, 0, 1, 100, 1000, 30000}[rng.IntN(6)]
 					dst := []byte("pre")
 					got, last, err := r.Read(after, dst, maxBytes)
-					want := []byte("pre")
-					wantLast := after
-					for s := after + 1; s-after <= r.newest-after && s != 0; s++ {
-						if s > after+1 && (maxBytes <= 0 || len(want)-3+len(frames[s]) > maxBytes) {
-							break
-						}
-						want, wantLast = append(want, frames[s]...), s
-						if s == r.newest {
-							break
-						}
-					}
+					want, wantLast := modelRead(frames, []byte("pre"), after, r.newest, maxBytes)
 					if err != nil || last != wantLast || !bytes.Equal(got, want) {
 						t.Fatalf("%s seq %d: Read(%d,%d) = %d bytes to %d %v; want %d to %d", tag, seq, after, maxBytes, len(got), last, err, len(want), wantLast)
 					}

@@ -183,6 +183,24 @@ func TestArenaShrinks(t *testing.T) {
 	}
 }
 
+// modelRead is what Ring.Read(after, dst, maxBytes) gives for the frames of
+// the model up to newest: the first frame after after always, the next ones
+// while their bytes (dst's not counted) stay within maxBytes > 0; and the
+// sequence of the last frame read (after, when there is none).
+func modelRead(frames map[uint64][]byte, dst []byte, after, newest uint64, maxBytes int) ([]byte, uint64) {
+	want, last := dst, after
+	for s := after + 1; after < newest && s <= newest; s++ {
+		if s > after+1 && (maxBytes <= 0 || len(want)-len(dst)+len(frames[s]) > maxBytes) {
+			break
+		}
+		want, last = append(want, frames[s]...), s
+		if s == newest {
+			break // s++ would wrap at the top of uint64
+		}
+	}
+	return want, last
+}
+
 // Random frame sizes through small rings, with and without a budget, the
 // arena wrapping, growing and shrinking: every Read gives exactly the frames
 // a plain list of the kept frames gives.
@@ -235,14 +253,7 @@ func TestArenaMatchesModel(t *testing.T) {
 			after := oldest - 1 + uint64(rng.IntN(int(newest-oldest+1)))
 			maxBytes := rng.IntN(2000)
 			got, last, err := r.Read(after, nil, maxBytes)
-			var want []byte
-			wantLast := after
-			for s := after + 1; s <= newest; s++ {
-				if s > after+1 && len(want)+len(frames[s]) > maxBytes {
-					break
-				}
-				want, wantLast = append(want, frames[s]...), s
-			}
+			want, wantLast := modelRead(frames, nil, after, newest, maxBytes)
 			if err != nil || !bytes.Equal(got, want) || last != wantLast {
 				t.Fatalf("cap %d after %d: Read(%d, %d) = %d bytes to %d, %v; want %d bytes to %d", tc.capacity, seq, after, maxBytes, len(got), last, err, len(want), wantLast)
 			}
