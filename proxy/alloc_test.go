@@ -11,6 +11,7 @@ import (
 // a frame to subscribers allocates nothing once warm.
 func TestFanoutAllocs(t *testing.T) {
 	s, clients := newBenchStream(50)
+	defer s.sweep.stop()
 	step := func() {
 		publishOne(s)
 		for _, c := range clients {

@@ -325,9 +325,8 @@ func chunk(buf []byte) (_ []byte, i int) {
 }
 
 // inlineMax is the most subscribers a stream's goroutine offers new frames
-// to itself (offer) rather than only waking their loops: a session stream's
-// client, a shared stream's few. With more, the loops write in parallel and
-// batch what arrived while they waited.
+// to itself (offer): a session stream's client, a shared stream's few. With
+// more, its sweepers offer them, in parallel (sweepSet).
 const inlineMax = 4
 
 // offer is the stream's goroutine handing the frames it just put in the log
@@ -335,12 +334,12 @@ const inlineMax = 4
 // chunk in one non-blocking system call, and the loop sleeps on. That saves a
 // wake-up and a hand-off between goroutines per frame (S1's profile before:
 // scheduling, channel operations and futex wake-ups were about a quarter of
-// the CPU). The loop holds mu across its own blocking writes; the stream only
-// tries it, so it never waits for a client. It reports whether the frames are
-// written; when not (the loop is busy, the client is behind, the socket is
-// full, an error) the caller wakes the loop, which writes them as always. A
-// chunk the socket took only in part leaves its rest in pending, which the
-// loop writes before anything else.
+// the CPU). The loop holds mu across its own blocking writes; the stream's
+// goroutine (or a sweeper) only tries it, so it never waits for a client. It
+// reports whether the frames are written; when not (the loop is busy, the
+// client is behind, the socket is full, an error) the caller wakes the loop,
+// which writes them as always. A chunk the socket took only in part leaves
+// its rest in pending, which the loop writes before anything else.
 func (c *client) offer() bool {
 	if !c.mu.TryLock() {
 		return false // the loop is running: it reads the log after its writes
@@ -366,7 +365,9 @@ func (c *client) offer() bool {
 	}
 	c.advance(last)
 	// A batch ends at maxBatch: frames after last (a small one behind a big
-	// one) are the loop's. seq moves only on this goroutine, so this is exact.
+	// one) are the loop's. seq moves only on the stream's goroutine: called
+	// there this is exact; a sweeper may see frames published since, and
+	// then wakes the loop for them, which is only a wake-up too many.
 	return c.pending == nil && last == c.s.seq.Load()
 }
 

@@ -174,6 +174,15 @@ func startFPLoop(t *testing.T, s *stream, from uint64, slow bool, sndbuf int) *f
 	return rl
 }
 
+// declineOffers makes every offer to the client fail (as for a connection
+// without a file descriptor): the stream and the sweepers only wake its
+// loop, which writes everything itself.
+func (l *fpLoop) declineOffers() {
+	l.c.mu.Lock()
+	l.c.noRaw = true
+	l.c.mu.Unlock()
+}
+
 // fpPublish is the stream goroutine's work for one upstream read that
 // brought the frames of the given data sizes; it returns their bytes.
 func fpPublish(s *stream, sizes ...int) []byte {
@@ -201,27 +210,42 @@ func randSize(r *rand.Rand) int {
 	}
 }
 
-// TestFastPathStress: frames of random sizes, in bursts, to 1, 4
-// (offer) and 6 (wake only) clients whose peers read slowly through small
-// socket buffers, with a heartbeat every millisecond. Every client gets
-// exactly the published bytes, in order, every chunk holds whole frames or
-// one heartbeat, the loops end with the stream and nothing follows the
+// TestFastPathStress: frames of random sizes, in bursts, to 1 and 4
+// clients (the stream's goroutine offers), 6 and 70 (one sweeper, and
+// several: 70 is more than sweepPer) and 6 whose offers always fail (the
+// loops are woken and drain), whose peers read slowly through small socket
+// buffers, with a heartbeat every millisecond. Every client gets exactly the
+// published bytes, in order, every chunk holds whole frames or one
+// heartbeat, the loops end with the stream and nothing follows the
 // terminating chunk.
 func TestFastPathStress(t *testing.T) {
-	for _, n := range []int{1, 4, 6} {
-		t.Run(fmt.Sprintf("clients=%d", n), func(t *testing.T) {
+	for _, tc := range []struct {
+		clients, bursts, div int // div scales the frame sizes down
+		wakeOnly             bool
+	}{
+		{1, 250, 1, false},
+		{4, 250, 1, false},
+		{6, 250, 1, false},
+		{6, 250, 1, true},
+		{70, 100, 8, false},
+	} {
+		t.Run(fmt.Sprintf("clients=%d,wakeOnly=%v", tc.clients, tc.wakeOnly), func(t *testing.T) {
+			n := tc.clients
 			s := newStressStream()
 			loops := make([]*fpLoop, n)
 			for i := range loops {
 				loops[i] = startFPLoop(t, s, 0, i%2 == 0, 16<<10)
+				if tc.wakeOnly {
+					loops[i].declineOffers()
+				}
 			}
 			r := rand.New(rand.NewPCG(uint64(n), 7))
 			var want []byte
 			partial := 0 // times a partly written chunk was seen pending: the path is exercised
-			for i := 0; i < 250; i++ {
+			for i := 0; i < tc.bursts; i++ {
 				sizes := make([]int, 1+r.IntN(4))
 				for j := range sizes {
-					sizes[j] = randSize(r)
+					sizes[j] = randSize(r) / tc.div
 				}
 				want = append(want, fpPublish(s, sizes...)...)
 				for _, l := range loops {
@@ -344,15 +368,16 @@ func TestOfferRacesLoopEnd(t *testing.T) {
 }
 
 // TestClientLoopLeavesNoGoroutines: clients that vanish (the peer closes) and a
-// stream that ends leave no goroutine behind (loops, watchers, timers).
+// stream that ends leave no goroutine behind (loops, watchers, timers, and
+// with 70 clients the sweepers).
 func TestClientLoopLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
-	for range 20 {
+	for round := range 20 {
 		s, _ := newBenchStream(0)
 		s.hub.cfg.Heartbeat = 5 * time.Millisecond
 		s.done, s.stop = make(chan struct{}), make(chan struct{})
 		var loops []*fpLoop
-		for range 3 {
+		for range []int{3, 70}[round%2] {
 			loops = append(loops, startFPLoop(t, s, 0, false, 0))
 		}
 		fpPublish(s, 100)
@@ -433,9 +458,23 @@ func TestStreamEndsWhileChunkPartlyWritten(t *testing.T) {
 }
 
 // TestClientChurnAcrossInlineMax: clients attach at the head and leave while frames flow,
-// so the stream crosses inlineMax both ways and its wake list is refreshed
+// so the stream crosses inlineMax both ways (up to 9 clients), and sweepPer
+// (up to 150: the sweepers' parts change), and its wake list is refreshed
 // often; every client gets exactly the frames after its cursor, in order.
 func TestClientChurnAcrossInlineMax(t *testing.T) {
+	for _, tc := range []struct {
+		members, join, leave, iters, div int // join, leave: one in that many rounds
+	}{
+		{9, 50, 120, 3000, 4},
+		{150, 4, 12, 1500, 64},
+	} {
+		t.Run(fmt.Sprintf("members=%d", tc.members), func(t *testing.T) {
+			clientChurn(t, tc.members, tc.join, tc.leave, tc.iters, tc.div)
+		})
+	}
+}
+
+func clientChurn(t *testing.T, most, join, leave, iters, div int) {
 	s, _ := newBenchStream(0)
 	cfg := *s.hub.cfg
 	cfg.BufferFrames = 1 << 20
@@ -452,26 +491,33 @@ func TestClientChurnAcrossInlineMax(t *testing.T) {
 	var all []byte
 	var members []member
 	r := rand.New(rand.NewPCG(3, 4))
-	for i := 0; i < 3000; i++ {
-		if r.IntN(50) == 0 && len(members) < 9 {
+	crossed := 0 // rounds with more than sweepPer members
+	for i := 0; i < iters; i++ {
+		if r.IntN(join) == 0 && len(members) < most {
 			// Attach at the head, as attach does for a live client: the
 			// stream goroutine is this one, so seq is exact.
 			members = append(members, member{l: startFPLoop(t, s, s.seq.Load(), r.IntN(2) == 0, 32<<10), from: len(all)})
 		}
-		if r.IntN(120) == 0 && len(members) > 0 {
+		if r.IntN(leave) == 0 && len(members) > 0 {
 			// One leaves: its peer closes; its loop finds out on a write.
 			k := r.IntN(len(members))
 			members[k].l.peer.Close()
 			members = append(members[:k], members[k+1:]...)
 		}
+		if len(members) > sweepPer {
+			crossed++
+		}
 		sizes := make([]int, 1+r.IntN(3))
 		for j := range sizes {
-			sizes[j] = randSize(r) / 4
+			sizes[j] = randSize(r) / div
 		}
 		all = append(all, fpPublish(s, sizes...)...)
 		if r.IntN(8) == 0 {
 			time.Sleep(time.Duration(r.IntN(100)) * time.Microsecond)
 		}
+	}
+	if most > sweepPer && crossed == 0 {
+		t.Fatalf("never more than %d members: the test does not reach several sweepers", sweepPer)
 	}
 	for i, m := range members {
 		want := all[m.from:]
@@ -502,16 +548,23 @@ func TestClientChurnAcrossInlineMax(t *testing.T) {
 // 4*maxBatch (256 KiB) for the client's life: later small frames never
 // shrink it. On a shared stream that is ~200 KiB per client, outside
 // LASTEVENT_MAX_MEMORY (10,000 clients: ~2 GB), against the ~14 KiB per
-// connection the README measures. Both paths: offer (4 clients) and the
-// loop's drain (6 clients, woken only).
+// connection the README measures. All paths: offer by the stream's
+// goroutine (4 clients), by a sweeper (6), and the loop's drain (6 whose
+// offers fail, woken only).
 func TestOwnBufferGivesUpBigFrame(t *testing.T) {
-	for _, n := range []int{4, 6} {
-		t.Run(fmt.Sprintf("clients=%d", n), func(t *testing.T) {
+	for _, tc := range []struct {
+		n        int
+		wakeOnly bool
+	}{{4, false}, {6, false}, {6, true}} {
+		t.Run(fmt.Sprintf("clients=%d,wakeOnly=%v", tc.n, tc.wakeOnly), func(t *testing.T) {
 			s, _ := newBenchStream(0)
 			s.done, s.stop = make(chan struct{}), make(chan struct{})
-			loops := make([]*fpLoop, n)
+			loops := make([]*fpLoop, tc.n)
 			for i := range loops {
 				loops[i] = startFPLoop(t, s, 0, false, 0)
+				if tc.wakeOnly {
+					loops[i].declineOffers()
+				}
 			}
 			var want []byte
 			await := func() {
@@ -581,8 +634,11 @@ func newStressStream() *stream {
 	return s
 }
 
-// endStream closes the stream and wakes its clients, as its watcher does.
+// endStream ends the stream as its run's finish does (the sweepers stop,
+// done closes) and wakes its clients, as its watcher does. The caller plays
+// the stream's goroutine.
 func endStream(s *stream) {
+	s.sweep.stop()
 	close(s.done)
 	s.mu.Lock()
 	for _, c := range s.subs {

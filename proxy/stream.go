@@ -76,10 +76,13 @@ type stream struct {
 	// refreshed when wakeDirty says subs changed.
 	wakeList  []*client
 	wakeDirty atomic.Bool
-	finished  bool // run returned and the hub forgot the stream
-	stopping  bool
-	linger    *time.Timer
-	lastLeft  time.Time
+	// sweep is the fan-out of a stream with more than inlineMax clients in
+	// memory mode (see sweepAll); owned by the run goroutine.
+	sweep    sweepSet
+	finished bool // run returned and the hub forgot the stream
+	stopping bool
+	linger   *time.Timer
+	lastLeft time.Time
 
 	stopOnce sync.Once
 
@@ -376,30 +379,46 @@ func (s *stream) nextSeq() uint64 {
 }
 
 // wakeAll wakes every client; only the stream's writer goroutine calls it.
+// In memory mode a stream with few clients writes to those that wait caught
+// up itself (offer), one with more has its sweepers do it (sweepAll); Redis
+// mode always wakes (a client's read of the log may go to Redis).
 func (s *stream) wakeAll() {
 	// Wake from the run goroutine's own copy of the subscriber list, taken
 	// again (under the lock) only after an attach or detach: no lock and no
 	// allocation per frame. A client registered after the dirty check still
 	// gets this frame: it reads the log after registering.
 	if s.wakeDirty.Load() {
-		s.mu.Lock()
-		s.wakeList = append(s.wakeList[:0], s.subs...)
-		s.wakeDirty.Store(false)
-		s.mu.Unlock()
+		s.refreshWakeList()
 	}
-	// In memory mode a stream with few clients writes to those that wait
-	// caught up itself (offer); Redis mode always wakes (a client's read of
-	// the log may go to Redis).
-	inline := s.rep == nil && len(s.wakeList) <= inlineMax
-	for _, c := range s.wakeList {
-		if inline && c.offer() {
-			continue
+	switch {
+	case s.rep != nil:
+		for _, c := range s.wakeList {
+			c.notify()
 		}
-		select {
-		case c.wake <- struct{}{}:
-		default:
+	case len(s.wakeList) <= inlineMax:
+		for _, c := range s.wakeList {
+			if !c.offer() {
+				c.notify()
+			}
 		}
+	default:
+		s.sweepAll()
 	}
+}
+
+// refreshWakeList copies subs into wakeList. A list the sweepers may be
+// reading is never written to again: a list for them is a new one (an
+// allocation per change of the subscribers, not per frame).
+func (s *stream) refreshWakeList() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.wakeDirty.Store(false)
+	if s.rep == nil && (len(s.subs) > inlineMax || len(s.wakeList) > inlineMax) {
+		s.wakeList = append([]*client(nil), s.subs...)
+		s.sweep.stale = true
+		return
+	}
+	s.wakeList = append(s.wakeList[:0], s.subs...)
 }
 
 func (s *stream) pathOnly() string {
@@ -519,6 +538,7 @@ func (s *stream) finish() {
 			st.Close() // gives the lease up at once, for a replica with clients to take over
 		}
 	}
+	s.sweep.stop()
 	close(s.done)
 }
 

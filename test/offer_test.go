@@ -3,6 +3,8 @@ package test
 import (
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -18,55 +20,106 @@ import (
 // boundary.
 func TestSessionBigFramesThroughTheFastPath(t *testing.T) {
 	t.Parallel()
+	bigFramesThroughOffers(t, "session", 1, []int{10, 300 << 10, 1 << 10, 600 << 10, 70 << 10, 200}, 36)
+}
+
+// TestSharedBigFramesThroughTheSweepers: the same with 70 subscribers of one
+// shared stream, more than one sweeper's part (the sweepers write to
+// caught-up clients the way the session stream's goroutine does, each to its
+// part of the clients, and wake the loops of the others).
+func TestSharedBigFramesThroughTheSweepers(t *testing.T) {
+	t.Parallel()
+	bigFramesThroughOffers(t, "shared", 70, []int{10, 100 << 10, 1 << 10, 200 << 10, 70 << 10, 200}, 12)
+}
+
+// bigFramesThroughOffers runs the plan of the two tests above: rounds
+// frames one at a time, rounds/3 upstream writes of a 100 KiB frame and a
+// 50-byte one, rounds frames in a burst; the frames' sizes cycle through
+// sizes.
+func bigFramesThroughOffers(t *testing.T, mode string, clients int, sizes []int, rounds int) {
 	up := startUpstream(t)
 	// No heartbeat within the test: its wake-up would drain a frame that a
 	// lost wake-up left in the log.
-	p := startProxy(t, up.URL(), "LASTEVENT_MODE=session", "LASTEVENT_MAX_FRAME_BYTES=1MiB", "LASTEVENT_HEARTBEAT=1h")
-	const path = "/feed/big"
+	p := startProxy(t, up.URL(), "LASTEVENT_MODE="+mode, "LASTEVENT_MAX_FRAME_BYTES=1MiB", "LASTEVENT_HEARTBEAT=1h")
+	path := "/feed/big-" + mode
 	feed := up.Feed(path)
-	c := dialWire(t, p.URL(), path)
-	defer c.Close()
-	waitFor(t, 10*time.Second, "the stream is open", func() bool { return feed.Conns() == 1 })
+	cs := make([]*wireClient, clients)
+	for i := range cs {
+		cs[i] = dialWire(t, p.URL(), path)
+		defer cs[i].Close()
+	}
+	waitFor(t, 10*time.Second, "the clients are attached", func() bool {
+		return p.state(t).Totals.Connections == int64(clients)
+	})
 
-	sizes := []int{10, 300 << 10, 1 << 10, 600 << 10, 70 << 10, 200}
-	sentData := map[int]string{} // what frame n carried
-	frameOf := func(n, size int) string {
-		head := fmt.Sprintf("%d:", n)
-		sentData[n] = head + strings.Repeat(string(rune('a'+n%26)), max(size-len(head), 0))
-		return "data: " + sentData[n] + "\n\n"
+	// The plan: upstream writes of one or two frames, and whether to wait
+	// for every client to have them before the next write.
+	type write struct {
+		sizes []int
+		await bool
 	}
-	sent, got := 0, 0
-	send := func() {
-		sent++
-		feed.Send(frameOf(sent, sizes[sent%len(sizes)]))
+	var plan []write
+	for n := range rounds {
+		plan = append(plan, write{sizes: []int{sizes[n%len(sizes)]}, await: true})
 	}
-	expect := func() {
-		t.Helper()
-		got++
-		ev := c.Next(10 * time.Second)
-		if want := sentData[got]; ev.Data != want {
-			t.Fatalf("frame %d: got %d bytes starting %.20q, want %d bytes starting %.20q", got, len(ev.Data), ev.Data, len(want), want)
+	for range rounds / 3 {
+		plan = append(plan, write{sizes: []int{100 << 10, 50}, await: true})
+	}
+	for n := range rounds {
+		plan = append(plan, write{sizes: []int{sizes[n%len(sizes)]}})
+	}
+	var want []string // frame n's data is want[n-1]
+	for _, w := range plan {
+		for _, size := range w.sizes {
+			head := fmt.Sprintf("%d:", len(want)+1)
+			want = append(want, head+strings.Repeat(string(rune('a'+len(want)%26)), max(size-len(head), 0)))
 		}
 	}
-	for range 36 { // one at a time: each frame finds the client caught up
-		send()
-		expect()
+
+	var got atomic.Int64 // frames received, all clients together
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n, data := range want {
+				ev, err := c.TryNext(30 * time.Second)
+				if err == nil && ev.Data != data {
+					err = fmt.Errorf("got %d bytes starting %.20q, want %d bytes starting %.20q", len(ev.Data), ev.Data, len(data), data)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("client %d, frame %d: %v", i, n+1, err)
+					return
+				}
+				got.Add(1)
+			}
+		}()
 	}
-	for range 12 { // a frame bigger than a write batch and a small one behind it, in one upstream write
-		pair := frameOf(sent+1, 100<<10) + frameOf(sent+2, 50)
-		sent += 2
-		feed.Send(pair)
-		expect()
-		expect()
+	sent := 0
+	for _, w := range plan {
+		var b strings.Builder
+		for range w.sizes {
+			b.WriteString("data: " + want[sent] + "\n\n")
+			sent++
+		}
+		feed.Send(b.String())
+		for deadline := time.Now().Add(30 * time.Second); w.await && got.Load() < int64(sent*clients); time.Sleep(time.Millisecond) {
+			if len(errs) > 0 || time.Now().After(deadline) {
+				break // the readers' errors below say what is missing
+			}
+		}
 	}
-	for range 36 { // a burst
-		send()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
-	for got < sent {
-		expect()
-	}
-	c.NoEvent(200 * time.Millisecond)
-	if cut := c.CutChunks(); len(cut) > 0 {
-		t.Fatalf("%d chunks did not end on a frame boundary, the first: %.60q", len(cut), cut[0])
+	time.Sleep(200 * time.Millisecond) // for a frame too many to arrive
+	for i, c := range cs {
+		c.NoEvent(time.Millisecond)
+		if cut := c.CutChunks(); len(cut) > 0 {
+			t.Fatalf("client %d: %d chunks did not end on a frame boundary, the first: %.60q", i, len(cut), cut[0])
+		}
 	}
 }

@@ -48,6 +48,7 @@ type config struct {
 	sources                         string
 	out, jsonOut, profile, nginxBin string
 	installNginx, keep              bool
+	lasteventEnv                    string
 }
 
 func main() {
@@ -93,6 +94,7 @@ func run() int {
 	fs.StringVar(&c.nginxBin, "nginx", "", "nginx binary (default: nginx in PATH or /usr/sbin/nginx)")
 	fs.BoolVar(&c.installNginx, "install-nginx", true, "apt-get install nginx-light when nginx is missing (root only)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (logs, configs)")
+	fs.StringVar(&c.lasteventEnv, "lastevent-env", "", "extra environment for lastevent, comma-separated KEY=VALUE (an experiment, e.g. GOMAXPROCS=1); a partial run, so no report unless -out is given")
 	_ = fs.Parse(os.Args[1:])
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -115,7 +117,7 @@ func run() int {
 		}
 	}
 	// A quick or partial run does not overwrite the report unless asked to.
-	if (c.quick || set["only"] || set["targets"] || c.profile != "") && !set["out"] {
+	if (c.quick || set["only"] || set["targets"] || c.profile != "" || c.lasteventEnv != "") && !set["out"] {
 		c.out = ""
 	}
 

@@ -87,7 +87,8 @@ type lasteventOpts struct {
 	bin      string
 	mode     string
 	clients  int
-	pprofVar bool // the profiling variant: LOADBENCH_PPROF_ADDR
+	pprofVar bool     // the profiling variant: LOADBENCH_PPROF_ADDR
+	extraEnv []string // -lastevent-env, after the run's own settings
 }
 
 func startLastevent(dir, name string, up *upstream, o lasteventOpts) (*target, error) {
@@ -101,6 +102,7 @@ func startLastevent(dir, name string, up *upstream, o lasteventOpts) (*target, e
 		"LASTEVENT_LOG_LEVEL=info",
 		"LASTEVENT_SHUTDOWN_GRACE=3s",
 	)
+	env = append(env, o.extraEnv...)
 	var pprofAddr string
 	if o.pprofVar {
 		a, err := freePort()

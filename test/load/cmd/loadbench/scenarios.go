@@ -185,6 +185,9 @@ func (e *env) startTarget(tag, kind string, sc scenario, up *upstream) (*target,
 		return startNginx(e.nginxBin, e.dir, tag, up)
 	case "lastevent":
 		o := lasteventOpts{bin: e.lasteventBin, mode: sc.mode, clients: sc.clients}
+		if e.cfg.lasteventEnv != "" {
+			o.extraEnv = strings.Split(e.cfg.lasteventEnv, ",")
+		}
 		if e.cfg.profile != "" && (sc.name == "S1" || sc.name == "S2" || sc.name == "S3") {
 			o.bin, o.pprofVar = e.pprofBin, true
 		}
