@@ -355,11 +355,14 @@ func (c *client) offer() bool {
 	}
 	buf, i := chunk(buf)
 	c.putBatch(nil, buf[:len(buf)-chunkTail])
+	// The deadline moves before the write, as for the loop's writes: after
+	// a silence longer than LASTEVENT_WRITE_TIMEOUT the old one has passed,
+	// and RawConn.Write would refuse to write at all.
+	c.touch()
 	n, errno, err := c.raw.write(buf[i:]) // one non-blocking write system call
 	if err != nil || errno != 0 || n == 0 {
 		return false // EAGAIN: the loop waits for room; an error: the loop meets it too
 	}
-	c.touch()
 	if i+n < len(buf) {
 		c.pending = buf[i+n:]
 	}

@@ -646,3 +646,44 @@ func endStream(s *stream) {
 	}
 	s.mu.Unlock()
 }
+
+// TestOfferAfterSilence: a caught-up client that got nothing for longer
+// than LASTEVENT_WRITE_TIMEOUT (with the defaults, 10 s of a 15 s heartbeat)
+// still gets the next frame from offer: the write deadline set for its last
+// write has passed, and offer moves it before writing, as the loop does (it
+// moved it only after a write, so the raw write met the old deadline and
+// every such frame took the loop's wake-up instead).
+func TestOfferAfterSilence(t *testing.T) {
+	s, _ := newBenchStream(0)
+	s.hub.cfg.WriteTimeout = 100 * time.Millisecond
+	s.done, s.stop = make(chan struct{}), make(chan struct{})
+	l := startFPLoop(t, s, 0, false, 0)
+	defer endStream(s)
+	want := fpPublish(s, 10)
+	for i := range 3 {
+		time.Sleep(150 * time.Millisecond) // the deadline passes
+		seq := s.seq.Load() + 1
+		s.idText = s.id(seq).AppendText(s.idText[:0])
+		s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &frame.Frame{Data: []byte("after silence"), Retry: -1, Dispatch: true})
+		want = append(want, s.scratch...)
+		s.publish(seq, "")
+		s.wakeDue = false // offered here, not by flushStage
+		if !l.c.offer() {
+			t.Fatalf("frame %d after %v of silence: offer declined (write deadline %v)", i+1, 150*time.Millisecond, s.hub.cfg.WriteTimeout)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, bad, _, _ := l.p.snapshot()
+		if bad != "" {
+			t.Fatal(bad)
+		}
+		if bytes.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer has %q, want %q", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -406,19 +406,26 @@ func (s *stream) wakeAll() {
 	}
 }
 
-// refreshWakeList copies subs into wakeList. A list the sweepers may be
-// reading is never written to again: a list for them is a new one (an
-// allocation per change of the subscribers, not per frame).
+// refreshWakeList copies subs into wakeList. A list for the sweepers (more
+// than inlineMax clients) is a new one, never written to again, since they
+// read it while the next one is made: an allocation per change of the
+// subscribers, not per frame. Below that the list is reused, and no list
+// keeps a client that left (its buffers, its connection).
 func (s *stream) refreshWakeList() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.wakeDirty.Store(false)
-	if s.rep == nil && (len(s.subs) > inlineMax || len(s.wakeList) > inlineMax) {
+	if s.rep == nil && len(s.subs) > inlineMax {
 		s.wakeList = append([]*client(nil), s.subs...)
-		s.sweep.stale = true
+		s.sweep.use(s.wakeList)
 		return
 	}
+	if s.rep == nil && len(s.wakeList) > inlineMax {
+		s.wakeList = nil // the sweepers' last list: not to be written to
+		s.sweep.use(nil)
+	}
 	s.wakeList = append(s.wakeList[:0], s.subs...)
+	clear(s.wakeList[len(s.wakeList):cap(s.wakeList)])
 }
 
 func (s *stream) pathOnly() string {
