@@ -268,7 +268,10 @@ func startLiveLoop(tb testing.TB) (*stream, *loopClient, int) {
 // peer's read); ns/op is per frame.
 func BenchmarkClientLoop(b *testing.B) {
 	s, lc, size := startLiveLoop(b)
-	defer lc.stop()
+	defer func() {
+		b.StopTimer() // the teardown's allocations are not the loop's
+		lc.stop()
+	}()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -292,6 +295,7 @@ func BenchmarkFanoutLoops(b *testing.B) {
 				lcs[i] = newLoopClient(b, s, 0, false)
 			}
 			defer func() {
+				b.StopTimer() // the teardown's allocations are not the fan-out's
 				s.sweep.stop()
 				for _, lc := range lcs {
 					lc.stop()
