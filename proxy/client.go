@@ -171,9 +171,12 @@ func (c *client) loop(w io.Writer) (string, error) {
 }
 
 // release ends the loop's hold on the client for good: offer writes nothing
-// from now on (fasthttp writes the last chunk once WriteTo returns).
+// from now on (fasthttp writes the last chunk once WriteTo returns). The
+// client's own buffer goes too: a wake list may hold the client until the
+// stream's next frame.
 func (c *client) release() {
 	c.gone = true
+	c.buf, c.pending = nil, nil
 	c.mu.Unlock()
 }
 

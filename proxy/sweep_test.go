@@ -85,6 +85,12 @@ func sweepListsLetGo(t *testing.T, atOnce bool) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a departed client's loop did not end")
 		}
+		l.c.mu.Lock()
+		kept := cap(l.c.buf)
+		l.c.mu.Unlock()
+		if kept > 0 {
+			t.Fatalf("a client whose loop ended keeps its own buffer of %d bytes", kept)
+		}
 	}
 	for range 5 { // the wake list is refreshed: 3 clients, inline
 		want = append(want, fpPublish(s, 100)...)
