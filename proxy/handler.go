@@ -37,7 +37,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	// guard each write instead.
 	_ = ctx.SetWriteDeadline(timeZero)
 	if uh := a.c.s.header.Load(); uh != nil {
-		copyStreamHeaders(&ctx.Response.Header, uh, ctx, a.c.start == "new")
+		copyStreamHeaders(&ctx.Response.Header, uh, ctx, a.opener)
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.Header.SetContentType("text/event-stream; charset=utf-8")

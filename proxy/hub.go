@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,8 +80,9 @@ type request struct {
 // attachment is the hub's answer: a stream and where the client starts in
 // it, or an upstream response to pass on.
 type attachment struct {
-	c    *client
-	pass *passedResponse
+	c      *client
+	pass   *passedResponse
+	opener bool // the client opened the stream: it gets the upstream's Set-Cookie
 }
 
 // open starts a new stream for r; in Redis mode, a non-zero follow makes it
@@ -343,7 +345,7 @@ func (h *Hub) attach(r *request) attachment {
 			c.cursor = head.Seq
 			c.first = appendPreamble(nil, retryMs)
 		}
-		return attachment{c: c}
+		return attachment{c: c, opener: d.opener}
 	}
 }
 
@@ -359,17 +361,33 @@ var shuttingDown = func() *passedResponse {
 }()
 
 // keyHeaders renders the stream-key headers of a request, in configuration
-// order, for equality checks.
+// order, for equality checks: every line of each, as the upstream gets them
+// (the walk copyRequestHeaders does; the cookies of several Cookie lines
+// joined into one). With only the first line of each, a request with the
+// lines "Cookie: x=1" and "Cookie: session=A" had the key of one with
+// "Cookie: x=1" alone, which then shared the stream the upstream opened for
+// session=A. A line renders as "Name:value\n"; a header that is absent (or
+// empty) as "Name:\n".
 func (h *Hub) keyHeaders(ctx *fasthttp.RequestCtx) string {
 	if len(h.cfg.StreamKeyHeaders) == 0 {
 		return ""
 	}
 	var b bytes.Buffer
 	for _, name := range h.cfg.StreamKeyHeaders {
-		b.WriteString(name)
-		b.WriteByte(':')
-		b.Write(ctx.Request.Header.Peek(name))
-		b.WriteByte('\n')
+		lines := 0
+		for k, v := range ctx.Request.Header.All() {
+			if len(v) > 0 && strings.EqualFold(string(k), name) {
+				b.WriteString(name)
+				b.WriteByte(':')
+				b.Write(v)
+				b.WriteByte('\n')
+				lines++
+			}
+		}
+		if lines == 0 {
+			b.WriteString(name)
+			b.WriteString(":\n")
+		}
 	}
 	return b.String()
 }

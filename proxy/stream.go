@@ -78,11 +78,12 @@ type stream struct {
 	wakeDirty atomic.Bool
 	// sweep is the fan-out of a stream with more than inlineMax clients in
 	// memory mode (see sweepAll); owned by the run goroutine.
-	sweep    sweepSet
-	finished bool // run returned and the hub forgot the stream
-	stopping bool
-	linger   *time.Timer
-	lastLeft time.Time
+	sweep     sweepSet
+	finished  bool // run returned and the hub forgot the stream
+	stopping  bool
+	linger    *time.Timer
+	lingerGen uint64 // the linger period a timer's callback belongs to; moves on at every attach and arm
+	lastLeft  time.Time
 
 	stopOnce sync.Once
 
@@ -449,9 +450,10 @@ func (s *stream) addSub(c *client) bool {
 		return false
 	}
 	if s.linger != nil {
-		s.linger.Stop()
+		s.linger.Stop() // too late when the callback is on its way: lingerGen tells it
 		s.linger = nil
 	}
+	s.lingerGen++
 	s.subs = append(s.subs, c)
 	s.wakeDirty.Store(true)
 	s.hub.metrics.clients.Add(1)
@@ -484,24 +486,34 @@ func (s *stream) removeSub(c *client) {
 		return
 	}
 	if d := s.hub.cfg.Linger; d > 0 {
-		s.linger = time.AfterFunc(d, s.lingerExpired)
+		s.armLinger(d)
 	} else {
 		s.stopping = true
 		go s.halt()
 	}
 }
 
-func (s *stream) lingerExpired() {
+// armLinger starts a linger period of d; the caller holds mu.
+func (s *stream) armLinger(d time.Duration) {
+	s.lingerGen++
+	gen := s.lingerGen
+	s.linger = time.AfterFunc(d, func() { s.lingerExpired(gen) })
+}
+
+// lingerExpired ends the stream at the end of linger period gen, unless a
+// client attached since (then gen is not the current period: the timer
+// fired as the client arrived, and a later period may be running).
+func (s *stream) lingerExpired(gen uint64) {
 	if s.watched() {
 		s.mu.Lock()
-		if len(s.subs) == 0 && !s.stopping && !s.finished {
-			s.linger = time.AfterFunc(s.hub.cfg.Linger, s.lingerExpired)
+		if gen == s.lingerGen && len(s.subs) == 0 && !s.stopping && !s.finished {
+			s.armLinger(s.hub.cfg.Linger)
 		}
 		s.mu.Unlock()
 		return
 	}
 	s.mu.Lock()
-	expire := len(s.subs) == 0 && !s.stopping
+	expire := gen == s.lingerGen && len(s.subs) == 0 && !s.stopping
 	if expire {
 		s.stopping = true
 	}

@@ -48,7 +48,7 @@ type Status struct {
 //
 //	/events?interval=1s&count=0&event=   a per-connection counter: data {"n":1,...}
 //	/broadcast?interval=1s                  one counter shared by every connection
-//	/feed/...                               bytes pushed by the test through Feed(path)
+//	/feed/...                               bytes pushed by the test through Feed(path); ?set-cookie=V answers with Set-Cookie: V
 //	/echo/...                               a JSON description of the request (see Echo)
 //	/, /lastevent.js, POST /demo/<name>     the demo page, its helper and hooks (see HandleDemo)
 //	anything else                           404, or a canned Status
@@ -317,6 +317,9 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
 		f.mu.Unlock()
 	}()
 	w.Header().Set("Content-Type", "text/event-stream")
+	if v := r.URL.Query().Get("set-cookie"); v != "" {
+		w.Header().Set("Set-Cookie", v) // a session cookie, for the tests of who gets it
+	}
 	w.WriteHeader(200)
 	fl.Flush()
 	for {
