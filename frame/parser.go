@@ -478,9 +478,21 @@ func (p *Parser) endBlock() *Frame {
 		f.ID = p.id
 	}
 	// Only the lengths are reset: f keeps pointing at the bytes until the
-	// next call overwrites them.
+	// next call overwrites them. A buffer that a giant frame grew is let go
+	// (f keeps it until then) once a frame fills less than a quarter of it,
+	// so a stream that got one giant frame does not hold its size for good,
+	// and one that keeps getting big frames does not allocate per frame.
+	p.data, p.event, p.id, p.idTmp = shrunk(p.data), shrunk(p.event), shrunk(p.id), shrunk(p.idTmp)
 	p.resetBlock()
 	return f
+}
+
+// shrunk is b, or nil when b is a big buffer mostly unused.
+func shrunk(b []byte) []byte {
+	if cap(b) > 64<<10 && len(b) < cap(b)/4 {
+		return nil
+	}
+	return b
 }
 
 // tooLarge drops the block and skips the rest of it.

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"errors"
 	"mime"
+	"net"
 	"net/url"
 	"strings"
 
@@ -122,21 +124,45 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethodBytes(ctx.Method())
-	req.SetRequestURI(cfg.Upstream.String() + string(ctx.RequestURI()))
+	target := string(ctx.RequestURI())
+	if !strings.HasPrefix(target, "/") {
+		// The absolute form (RFC 9112, 3.2.2): the upstream gets the path
+		// and query, as for the origin form.
+		target = string(ctx.URI().PathOriginal())
+		if q := ctx.URI().QueryString(); len(q) > 0 {
+			target += "?" + string(q)
+		}
+	}
+	req.SetRequestURI(cfg.Upstream.String() + target)
 	copyRequestHeaders(req, ctx)
 	if lid := ctx.Request.Header.Peek("Last-Event-ID"); len(lid) > 0 {
 		req.Header.SetBytesV("Last-Event-ID", lid) // not ours to interpret here
 	}
 	req.Header.SetHost(cfg.Upstream.Host)
 	req.SetBody(ctx.Request.Body())
+	// Unchanged means no Content-Type where the other side sent none
+	// (fasthttp would add application/octet-stream and text/plain).
+	req.Header.SetNoDefaultContentType(true)
+	resp.Header.SetNoDefaultContentType(true)
 	if err := h.plain.Do(req, resp); err != nil {
 		h.hub.log.Warn().Err(err).Bytes("path", ctx.Path()).Msg("upstream request failed")
-		ctx.Error("lastevent: upstream unavailable\n", fasthttp.StatusBadGateway)
+		var ne net.Error
+		switch {
+		case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
+			ctx.Error("lastevent: upstream did not answer in time\n", fasthttp.StatusGatewayTimeout)
+		case errors.Is(err, fasthttp.ErrNoFreeConns):
+			ctx.Error("lastevent: too many upstream connections (LASTEVENT_UPSTREAM_MAX_CONNECTIONS)\n", fasthttp.StatusServiceUnavailable)
+		default:
+			ctx.Error("lastevent: upstream unavailable\n", fasthttp.StatusBadGateway)
+		}
 		return
 	}
 	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
 	ctx.SetStatusCode(resp.StatusCode())
 	ctx.SetBody(resp.Body())
+	if ctx.IsHead() && resp.Header.ContentLength() >= 0 {
+		ctx.Response.Header.SetContentLength(resp.Header.ContentLength()) // the size a GET would have
+	}
 }
 
 // copyStreamHeaders gives a client the upstream's own response headers (CORS
@@ -149,7 +175,7 @@ func copyStreamHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeade
 	origin := ctx.Request.Header.Peek("Origin")
 	for k, v := range src.All() {
 		switch string(k) {
-		case "Content-Type", "Cache-Control", "X-Accel-Buffering", "Content-Length", "Date", "Server":
+		case "Content-Type", "Cache-Control", "X-Accel-Buffering", "Content-Length", "Content-Encoding", "Date", "Server":
 			continue
 		case "Set-Cookie":
 			if !opener {

@@ -109,6 +109,10 @@ func (h *Hub) open(r *request, key string, follow replay.Gen) *stream {
 	s.req.Header.SetHost(h.cfg.Upstream.Host)
 	s.req.Header.Set("Accept", "text/event-stream")
 	s.req.Header.Set("Cache-Control", "no-cache")
+	// lastevent reads the frames: the stream must come uncompressed (a
+	// browser's EventSource sends Accept-Encoding: gzip, deflate, br, which
+	// compression middleware honours for text/event-stream too).
+	s.req.Header.Set("Accept-Encoding", "identity")
 	if h.reps != nil {
 		s.rep = &repState{follow: follow, khash: digest(r.target, r.keyHdrs)}
 		if key != "" {

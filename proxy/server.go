@@ -45,6 +45,9 @@ func NewServer(cfg *Config, log zerolog.Logger, version string) *Server {
 		CloseOnShutdown:               true,
 		DisablePreParseMultipartForm:  true,
 		DisableHeaderNamesNormalizing: false,
+		SecureErrorLogMessage:         true, // no client bytes (cookies, tokens) in the errors logged
+		NoDefaultContentType:          true, // a plain answer without one is passed on without one
+		ErrorHandler:                  requestError,
 		Logger:                        fasthttpLogger{log},
 	}
 	s.admin = &fasthttp.Server{
@@ -110,4 +113,24 @@ type fasthttpLogger struct{ l zerolog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug().Msgf(format, args...)
+}
+
+// requestError answers a request fasthttp could not read: fasthttp's own
+// answers (431 for a head over LASTEVENT_MAX_HEADER_BYTES, 408 for a
+// timeout, 400), except a body over LASTEVENT_MAX_BODY_BYTES, which gets 413
+// and says which setting (fasthttp answered 400 "Error when parsing
+// request").
+func requestError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error("lastevent: request body larger than LASTEVENT_MAX_BODY_BYTES\n", fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &small):
+		ctx.Error("Too big request header", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		ctx.Error("Request timeout", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("Error when parsing request", fasthttp.StatusBadRequest)
+	}
 }

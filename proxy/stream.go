@@ -26,8 +26,9 @@ const (
 var stateNames = [...]string{"connecting", "live", "reconnecting", "closed"}
 
 var (
-	errStopped = errors.New("lastevent: stream stopped")
-	errDemoted = errors.New("lastevent: another replica owns the stream")
+	errCaptureTimeout = errors.New("lastevent: the upstream's answer did not end within LASTEVENT_UPSTREAM_TIMEOUT")
+	errStopped        = errors.New("lastevent: stream stopped")
+	errDemoted        = errors.New("lastevent: another replica owns the stream")
 )
 
 // demoted reports that another replica took the stream over, or that the
@@ -169,7 +170,10 @@ func (s *stream) runUpstream(takeover bool) {
 			if connected {
 				s.reconnects.Add(1)
 				s.hub.metrics.upstreamReconnects.Inc()
-				if !cfg.UpstreamResumes {
+				// An upstream that resumes needs an id to resume from:
+				// without one it was asked for nothing, so frames may be
+				// missing here as with any other upstream.
+				if !cfg.UpstreamResumes || len(s.upLastID) == 0 {
 					s.appendMarker(ReasonUpstreamReconnect)
 				}
 			}
@@ -206,7 +210,7 @@ func (s *stream) runUpstream(takeover bool) {
 		}
 		if !retryable {
 			// 4xx, redirect, non-SSE answer: the request itself is wrong.
-			pr := capture(resp, cfg.MaxBodyBytes)
+			pr := capture(resp, cfg.MaxBodyBytes, cfg.UpstreamTimeout)
 			if !s.markReady(pr) {
 				s.hub.log.Warn().Int("status", pr.status).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream refused a reconnect; ending the stream")
 			}
@@ -561,8 +565,14 @@ func (s *stream) finish() {
 	close(s.done)
 }
 
+// isEventStream: a 200 text/event-stream answer lastevent can parse. One
+// that is compressed although lastevent asked for identity is not: it goes
+// to the client as it is (a plain answer), not parsed as garbage.
 func isEventStream(resp *fasthttp.Response) bool {
 	if resp.StatusCode() != fasthttp.StatusOK {
+		return false
+	}
+	if ce := resp.Header.ContentEncoding(); len(ce) > 0 && !strings.EqualFold(string(ce), "identity") {
 		return false
 	}
 	mt, _, err := mime.ParseMediaType(string(resp.Header.ContentType()))
@@ -571,10 +581,16 @@ func isEventStream(resp *fasthttp.Response) bool {
 
 // capture reads a response that is passed to the client as is; its body is
 // bounded by LASTEVENT_MAX_BODY_BYTES.
-func capture(resp *fasthttp.Response, limit int) *passedResponse {
+func capture(resp *fasthttp.Response, limit int, timeout time.Duration) *passedResponse {
 	pr := &passedResponse{status: resp.StatusCode()}
 	copyResponseHeaders(&pr.header, &resp.Header)
 	if r := resp.BodyStream(); r != nil {
+		// Within LASTEVENT_UPSTREAM_TIMEOUT: a body that stops halfway
+		// becomes the 502 below instead of holding the client for good.
+		if c, ok := r.(fasthttp.ReadCloserWithError); ok {
+			t := time.AfterFunc(timeout, func() { _ = c.CloseWithError(errCaptureTimeout) })
+			defer t.Stop()
+		}
 		b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 		if err != nil || len(b) > limit {
 			return &passedResponse{status: fasthttp.StatusBadGateway, body: []byte("lastevent: upstream response body unreadable or larger than LASTEVENT_MAX_BODY_BYTES\n")}

@@ -41,6 +41,7 @@ func newStreamClient(cfg *Config) *fasthttp.Client {
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		ConfigureClient:               secureErrors,
 		Dial: func(addr string) (net.Conn, error) {
 			c, err := d.Dial("tcp", addr)
 			if err != nil {
@@ -49,6 +50,17 @@ func newStreamClient(cfg *Config) *fasthttp.Client {
 			return newStreamConn(c, cfg.UpstreamTimeout, cfg.UpstreamIdleTimeout), nil
 		},
 	}
+}
+
+// plainBodyIdle bounds the silence between reads of a plain answer's body.
+const plainBodyIdle = 60 * time.Second
+
+// secureErrors keeps the upstream's bytes out of fasthttp's errors (a head
+// it cannot parse was quoted in them, Set-Cookie values and all), which
+// lastevent logs.
+func secureErrors(hc *fasthttp.HostClient) error {
+	hc.SecureErrorLogMessage = true
+	return nil
 }
 
 // newPlainClient returns the client for ordinary (non-SSE) requests, which
@@ -63,13 +75,21 @@ func newPlainClient(cfg *Config) *fasthttp.Client {
 		MaxResponseBodySize:      cfg.MaxBodyBytes,
 		ReadBufferSize:           cfg.MaxHeaderBytes,
 		DisablePathNormalizing:   true,
+		ConfigureClient:          secureErrors,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			// fasthttp passes 0 for a request without a timeout of its own:
 			// min(0, ...) would make every dial time out at once.
 			if timeout <= 0 || timeout > cfg.UpstreamTimeout {
 				timeout = cfg.UpstreamTimeout
 			}
-			return fasthttp.DialTimeout(addr, timeout)
+			c, err := fasthttp.DialTimeout(addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			// The answer's head within LASTEVENT_UPSTREAM_TIMEOUT, then each
+			// read of its body within plainBodyIdle (fasthttp's ReadTimeout,
+			// one deadline for the whole answer, is not applied).
+			return newStreamConn(c, cfg.UpstreamTimeout, plainBodyIdle), nil
 		},
 	}
 }
@@ -80,21 +100,42 @@ func newPlainClient(cfg *Config) *fasthttp.Client {
 type streamConn struct {
 	net.Conn
 	first, idle time.Duration
-	gotByte     atomic.Bool
-	noDeadline  bool     // the read deadline is cleared: without an idle timeout, reads need no deadline work
-	raw         *rawSock // nil: reads go through Conn.Read
+	// inHead: the answer's head is still being read (from a request's
+	// write until its empty line), within one fixed deadline: first from
+	// its first read. A head that stops halfway (a hung upstream after its
+	// status line) then ends the attempt instead of blocking the stream for
+	// good, where nothing could interrupt it.
+	inHead     atomic.Bool
+	headBy     time.Time
+	lineEmpty  bool     // the head's current line holds nothing yet (CR aside)
+	noDeadline bool     // the read deadline is cleared: without an idle timeout, reads need no deadline work
+	raw        *rawSock // nil: reads go through Conn.Read
 }
 
 func newStreamConn(c net.Conn, first, idle time.Duration) *streamConn {
-	return &streamConn{Conn: c, first: first, idle: idle, raw: newRawSock(c)}
+	sc := &streamConn{Conn: c, first: first, idle: idle, raw: newRawSock(c)}
+	sc.inHead.Store(true)
+	return sc
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
-	t := c.idle
-	if !c.gotByte.Load() {
-		t = c.first
+	if c.inHead.Load() {
+		switch {
+		case c.first > 0:
+			if c.headBy.IsZero() {
+				c.headBy = time.Now().Add(c.first)
+			}
+			_ = c.Conn.SetReadDeadline(c.headBy)
+			c.noDeadline = false
+		case !c.noDeadline:
+			_ = c.Conn.SetReadDeadline(time.Time{})
+			c.noDeadline = true
+		}
+		n, err := c.read(p)
+		c.scanHead(p[:n])
+		return n, err
 	}
-	switch {
+	switch t := c.idle; {
 	case t > 0:
 		_ = c.Conn.SetReadDeadline(time.Now().Add(t))
 		c.noDeadline = false
@@ -102,11 +143,25 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		_ = c.Conn.SetReadDeadline(time.Time{})
 		c.noDeadline = true
 	}
-	n, err := c.read(p)
-	if n > 0 {
-		c.gotByte.Store(true)
+	return c.read(p)
+}
+
+// scanHead looks for the empty line that ends the answer's head in b, the
+// bytes just read; the reads after it are the body's.
+func (c *streamConn) scanHead(b []byte) {
+	for _, x := range b {
+		switch x {
+		case '\n':
+			if c.lineEmpty {
+				c.inHead.Store(false)
+				return
+			}
+			c.lineEmpty = true
+		case '\r':
+		default:
+			c.lineEmpty = false
+		}
 	}
-	return n, err
 }
 
 // read is Conn.Read through the descriptor (see sysRead), with the errors
@@ -131,11 +186,12 @@ func (c *streamConn) read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write sends a request: its answer gets UpstreamTimeout until its first
-// byte again, also on a connection reused from fasthttp's pool after a stream
-// that ended cleanly.
+// Write sends a request: its answer's head gets UpstreamTimeout again, also
+// on a connection reused from fasthttp's pool after a stream that ended
+// cleanly.
 func (c *streamConn) Write(p []byte) (int, error) {
-	c.gotByte.Store(false)
+	c.headBy, c.lineEmpty = time.Time{}, false
+	c.inHead.Store(true)
 	return c.Conn.Write(p)
 }
 
@@ -148,10 +204,7 @@ func (c *streamConn) SetDeadline(t time.Time) error   { return c.Conn.SetWriteDe
 // the X-Forwarded-* headers.
 func copyRequestHeaders(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {
 	src := &ctx.Request.Header
-	var connTokens []byte
-	if v := src.Peek("Connection"); len(v) > 0 {
-		connTokens = v
-	}
+	connTokens := bytes.Join(src.PeekAll("Connection"), []byte(",")) // every line names hop-by-hop headers
 	for k, v := range src.All() {
 		if isHop(k) || hasToken(connTokens, k) || string(k) == "Last-Event-Id" || string(k) == "Host" {
 			continue
@@ -163,8 +216,8 @@ func copyRequestHeaders(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {
 
 func addForwarded(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {
 	ip := ctx.RemoteIP().String()
-	if prior := ctx.Request.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
-		dst.Header.Set("X-Forwarded-For", string(prior)+", "+ip)
+	if prior := bytes.Join(ctx.Request.Header.PeekAll("X-Forwarded-For"), []byte(", ")); len(prior) > 0 {
+		dst.Header.Set("X-Forwarded-For", string(prior)+", "+ip) // every line's hops, then this one
 	} else {
 		dst.Header.Set("X-Forwarded-For", ip)
 	}
@@ -192,7 +245,7 @@ func isHop(k []byte) bool {
 // copyResponseHeaders copies an upstream response's headers to the client,
 // leaving out hop-by-hop headers.
 func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader) {
-	connTokens := src.Peek("Connection")
+	connTokens := bytes.Join(src.PeekAll("Connection"), []byte(","))
 	for k, v := range src.All() {
 		if isHop(k) || hasToken(connTokens, k) || string(k) == "Content-Length" {
 			continue

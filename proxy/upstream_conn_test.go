@@ -60,27 +60,52 @@ func TestStreamConnReadErrors(t *testing.T) {
 			t.Fatalf("Read after a reset: %v (%T); want read tcp ...: connection reset by peer", err, err)
 		}
 	})
-	t.Run("first byte timeout", func(t *testing.T) {
+	t.Run("head timeout", func(t *testing.T) {
+		timedOut := func(err error) bool {
+			var ne net.Error
+			var oe *net.OpError
+			return errors.Is(err, os.ErrDeadlineExceeded) && errors.As(err, &ne) && ne.Timeout() && errors.As(err, &oe) && oe.Op == "read"
+		}
 		sc, peer := dialPair(t, 100*time.Millisecond, 0)
 		start := time.Now()
-		_, err := sc.Read(make([]byte, 100))
-		var ne net.Error
-		var oe *net.OpError
-		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() || !errors.As(err, &oe) || oe.Op != "read" {
+		if _, err := sc.Read(make([]byte, 100)); !timedOut(err) {
 			t.Fatalf("Read with nothing sent: %v; want a read timeout", err)
 		}
 		if d := time.Since(start); d < 100*time.Millisecond {
 			t.Fatalf("the timeout came after %v, before the 100 ms", d)
 		}
-		// After the first byte there is no deadline (no idle timeout): a
-		// read waits past the first-byte timeout.
-		_, _ = peer.Write([]byte("a"))
-		if n, err := sc.Read(make([]byte, 100)); n != 1 || err != nil {
+		// A head that stops halfway times out too, at the same fixed
+		// deadline: bytes that came do not move it (a hung upstream after
+		// its status line blocked the stream for good).
+		sc, peer = dialPair(t, 150*time.Millisecond, 0)
+		start = time.Now()
+		_, _ = peer.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"))
+		if n, err := sc.Read(make([]byte, 100)); n == 0 || err != nil {
+			t.Fatalf("Read of the head's start = %d, %v", n, err)
+		}
+		if _, err := sc.Read(make([]byte, 100)); !timedOut(err) {
+			t.Fatalf("Read with the head unfinished: %v; want a read timeout", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("an unfinished head timed out after %v, not at the 150 ms", d)
+		}
+		// After the head's empty line there is no deadline (no idle
+		// timeout): a read waits past the head's timeout.
+		sc, peer = dialPair(t, 100*time.Millisecond, 0)
+		_, _ = peer.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\na"))
+		if n, err := sc.Read(make([]byte, 100)); n == 0 || err != nil {
 			t.Fatalf("Read = %d, %v", n, err)
 		}
 		go func() { time.Sleep(300 * time.Millisecond); _, _ = peer.Write([]byte("bc")) }()
 		if n, err := sc.Read(make([]byte, 100)); n != 2 || err != nil {
 			t.Fatalf("Read after 300 ms of silence = %d, %v; want the 2 bytes", n, err)
+		}
+		// A new request on the connection (fasthttp's pool) is a new head.
+		if _, err := sc.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.Read(make([]byte, 100)); !timedOut(err) {
+			t.Fatalf("Read after a new request with nothing sent: %v; want a read timeout", err)
 		}
 	})
 }

@@ -230,3 +230,35 @@ func TestUpstreamFirstByteTimeoutOnReusedConnection(t *testing.T) {
 	}
 	t.Logf("retried %v after the held-back request", time.Since(started).Round(10*time.Millisecond))
 }
+
+// TestUpstreamResumesNeedsAnID: with LASTEVENT_UPSTREAM_RESUMES=true an
+// upstream that never sent an id: is asked to resume from nothing when its
+// stream drops (no Last-Event-ID), so frames may be missing there as with
+// any upstream: the clients get the upstream-reconnect marker. It used to
+// be left out: a silent gap. Found by a review.
+func TestUpstreamResumesNeedsAnID(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	p := startProxy(t, up.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_UPSTREAM_RESUMES=true",
+		"LASTEVENT_UPSTREAM_BACKOFF_MIN=20ms", "LASTEVENT_UPSTREAM_BACKOFF_MAX=100ms")
+	const path = "/feed/resumes-without-ids"
+	feed := up.Feed(path)
+	c := dialWire(t, p.URL(), path)
+	waitReconnected(t, feed, 1, 1)
+	feed.Send("data: before\n\n")
+	if ev := c.Next(5 * time.Second); ev.Data != "before" {
+		t.Fatalf("got %v, want the frame before the drop", ev)
+	}
+	feed.Kill()
+	waitReconnected(t, feed, 2, 1)
+	if got := requestsTo(up.Requests(), path)[1].Header.Get("Last-Event-ID"); got != "" {
+		t.Fatalf("the reconnect sent Last-Event-ID %q; the upstream never sent an id", got)
+	}
+	feed.Send("data: after\n\n")
+	if ev := c.Next(5 * time.Second); ev.Type != "sync-required" || !strings.Contains(ev.Data, "upstream-reconnect") {
+		t.Fatalf("after the reconnect got %v, want sync-required (upstream-reconnect)", ev)
+	}
+	if ev := c.Next(5 * time.Second); ev.Data != "after" {
+		t.Fatalf("got %v, want the frame after the drop", ev)
+	}
+}
