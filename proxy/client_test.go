@@ -128,6 +128,15 @@ func TestOfferWritesFromTheStream(t *testing.T) {
 		return len(lc.c.pending)
 	}
 
+	// The peer has the preamble a moment before the loop lets mu go and
+	// waits: offer only tries mu, so wait for that (on a loaded machine the
+	// gap failed this test).
+	for deadline := time.Now().Add(5 * time.Second); !lc.c.mu.TryLock(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop did not come to wait within 5 s")
+		}
+	}
+	lc.c.mu.Unlock()
 	small := add(100)
 	if !lc.c.offer() {
 		t.Fatal("offer did not write a small frame to a waiting, caught-up client")

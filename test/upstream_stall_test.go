@@ -92,6 +92,20 @@ const urSSEHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfe
 
 func urChunk(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
 
+// urGet sends an SSE request for /feed (with the extra header lines, each
+// ending in CRLF) to the proxy at addr and reads the answer's head within d.
+func urGet(t *testing.T, addr, extra string, d time.Duration) (*http.Response, error) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET /feed HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n%s\r\n", extra)
+	_ = conn.SetReadDeadline(time.Now().Add(d))
+	return http.ReadResponse(bufio.NewReader(conn), nil)
+}
+
 // TestUpstreamHeaderStallOnReconnect: after the upstream stream drops,
 // the reconnect's answer stops after its status line (a hung service, a
 // proxy in between that died). LASTEVENT_UPSTREAM_TIMEOUT covers only the
@@ -195,19 +209,14 @@ func TestUpstreamErrorBodyStall(t *testing.T) {
 		u.hold(c)
 	})
 	p := startProxy(t, u.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_UPSTREAM_TIMEOUT=1s", "LASTEVENT_SHUTDOWN_GRACE=2s")
-	conn, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /feed HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-	_ = conn.SetReadDeadline(time.Now().Add(6 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := urGet(t, p.Addr, "", 6*time.Second)
 	if err != nil {
 		t.Fatalf("no answer 6 s after the upstream's 401 body stalled (LASTEVENT_UPSTREAM_TIMEOUT=1s): %v", err)
 	}
 	resp.Body.Close()
-	t.Logf("answer: %d", resp.StatusCode)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502 (the body did not come within LASTEVENT_UPSTREAM_TIMEOUT)", resp.StatusCode)
+	}
 }
 
 // TestUpstreamCompressedStream: lastevent forwards the client's
@@ -234,14 +243,7 @@ func TestUpstreamCompressedStream(t *testing.T) {
 		u.hold(c)
 	})
 	p := startProxy(t, u.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_SHUTDOWN_GRACE=2s")
-	conn, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /feed HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n")
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := urGet(t, p.Addr, "Accept-Encoding: gzip, deflate, br\r\n", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,14 +289,7 @@ func TestUpstreamCompressedAnyway(t *testing.T) {
 		u.hold(c)
 	})
 	p := startProxy(t, u.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_UPSTREAM_TIMEOUT=1s", "LASTEVENT_SHUTDOWN_GRACE=2s")
-	conn, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /feed HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n")
-	_ = conn.SetReadDeadline(time.Now().Add(6 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := urGet(t, p.Addr, "Accept-Encoding: gzip, deflate, br\r\n", 6*time.Second)
 	if err != nil {
 		t.Fatalf("no answer: %v", err)
 	}
