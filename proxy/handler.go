@@ -26,15 +26,18 @@ func NewHandler(h *Hub) *Handler {
 // Serve is the fasthttp request handler.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	if !isSSERequest(ctx) {
+		h.idleWrites(ctx, true)
 		h.proxyPlain(ctx)
 		return
 	}
 	r := h.request(ctx)
 	a := h.hub.attach(r)
 	if a.pass != nil {
+		h.idleWrites(ctx, true)
 		writePassed(ctx, a.pass)
 		return
 	}
+	h.idleWrites(ctx, false)
 	// A stream's response has no overall deadline: per-write deadlines
 	// guard each write instead.
 	_ = ctx.SetWriteDeadline(timeZero)
@@ -46,6 +49,18 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
 	ctx.SetBodyStream(a.c, -1)
+}
+
+// idleWrites makes LASTEVENT_WRITE_TIMEOUT bound each piece of the writes
+// of a plain answer (on) or leaves the deadlines to the SSE response (off);
+// it holds for the connection until the next request sets it.
+func (h *Handler) idleWrites(ctx *fasthttp.RequestCtx, on bool) {
+	if cc, ok := ctx.Conn().(*countedConn); ok {
+		cc.idleWrites = 0
+		if on {
+			cc.idleWrites = h.hub.cfg.WriteTimeout
+		}
+	}
 }
 
 // isSSERequest: a GET whose Accept names text/event-stream, which is what

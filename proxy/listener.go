@@ -95,6 +95,32 @@ type countedConn struct {
 	l    *clientListener
 	once sync.Once
 	head headCleaner
+	// idleWrites, when set, bounds each piece of a write (writePiece bytes)
+	// by its own deadline: a plain answer (the handler sets it) goes out as
+	// long as the client keeps reading, and a client that stops is dropped
+	// after LASTEVENT_WRITE_TIMEOUT. SSE responses move their deadlines
+	// themselves (client.touch): zero. Used on the connection's goroutine
+	// only.
+	idleWrites time.Duration
+}
+
+// writePiece is how much of a plain answer one write deadline covers.
+const writePiece = 64 << 10
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	if c.idleWrites <= 0 {
+		return c.Conn.Write(p)
+	}
+	n := 0
+	for n < len(p) {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idleWrites))
+		m, err := c.Conn.Write(p[n:min(len(p), n+writePiece)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (c *countedConn) Read(p []byte) (int, error) {

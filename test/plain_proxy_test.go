@@ -362,3 +362,52 @@ func TestPlainUpstreamHeaderErrorNotLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainWriteTimeout: LASTEVENT_WRITE_TIMEOUT ("a client that does not
+// read for this long is dropped") holds for plain answers too. A client
+// that stops reading a 16 MiB answer is dropped (it kept its connection and
+// the buffered body for good: fasthttp sets no deadline there); one that
+// reads slowly but steadily, for several times the timeout, gets it whole.
+// Found by a review.
+func TestPlainWriteTimeout(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("x", 16<<20)
+	u := startPRUpstream(t, func(string, []byte) string { return prOK(big) })
+	p := startProxy(t, u.URL(), "LASTEVENT_WRITE_TIMEOUT=1s", "LASTEVENT_MAX_BODY_BYTES=32MiB")
+	get := func() net.Conn {
+		c, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write([]byte("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	stopped, steady := get(), get()
+	done := make(chan int64)
+	go func() { // 256 KiB every 100 ms: about 6.5 s for the whole answer
+		buf := make([]byte, 256<<10)
+		var n int64
+		for n < int64(len(big)) {
+			_ = steady.SetReadDeadline(time.Now().Add(10 * time.Second))
+			m, err := io.ReadFull(steady, buf)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		done <- n
+	}()
+	time.Sleep(4 * time.Second) // stopped reads nothing for 4 write timeouts
+	_ = stopped.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.Copy(io.Discard, stopped)
+	if got >= int64(len(big)) {
+		t.Errorf("a client that did not read for 4 s (LASTEVENT_WRITE_TIMEOUT=1s) still got the whole answer (%d bytes): it was never dropped", got)
+	}
+	if n := <-done; n < int64(len(big)) {
+		t.Errorf("a client reading 256 KiB every 100 ms got %d bytes of the %d-byte answer: it was dropped", n, len(big))
+	}
+}
