@@ -89,6 +89,7 @@ type stream struct {
 	stopOnce sync.Once
 
 	// Owned by run.
+	upFrames     uint64 // frames the upstream sent that were delivered (not markers)
 	upLastID     []byte // the upstream's own last event id, sent back on reconnect
 	pendingRetry int64
 	markerAt     uint64 // sequence of the newest marker
@@ -187,13 +188,14 @@ func (s *stream) runUpstream(takeover bool) {
 			}
 			s.state.Store(stateLive)
 			s.markReady(nil)
-			before := s.seq.Load()
+			before := s.upFrames
 			err = s.read(p, resp)
 			s.flushStage()
-			if s.seq.Load() > before {
+			if s.upFrames > before {
 				// Only a connection that carried frames resets the backoff,
-				// so an upstream that accepts and drops at once is not
-				// hammered.
+				// so an upstream that accepts and drops at once (or after a
+				// frame too large, whose marker is not one of its frames)
+				// is not hammered.
 				backoff = cfg.UpstreamBackoffMin
 			}
 			if err == errStopped || err == errDemoted {
@@ -300,6 +302,7 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 		s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &out)
 		s.publish(seq, "")
 		s.unlockWrite()
+		s.upFrames++
 		if s.demoted() {
 			return errDemoted
 		}

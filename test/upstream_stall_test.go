@@ -301,3 +301,34 @@ func TestUpstreamCompressedAnyway(t *testing.T) {
 		t.Fatalf("the upstream request did not ask for identity: %q", h)
 	}
 }
+
+// TestUpstreamTooLargeFrameDoesNotResetBackoff: an upstream that accepts,
+// sends one frame over LASTEVENT_MAX_FRAME_BYTES and drops, every time, is
+// retried with a growing backoff, as one that drops at once is: the
+// frame-too-large marker is lastevent's, not a frame of the upstream's, and
+// used to reset the backoff to its minimum at every connection. Found by a
+// review.
+func TestUpstreamTooLargeFrameDoesNotResetBackoff(t *testing.T) {
+	t.Parallel()
+	big := "data: " + strings.Repeat("x", 4<<10) + "\n\n"
+	u := startURUpstream(t, func(i int, c net.Conn) {
+		c.Write([]byte(urSSEHead + urChunk(big) + "0\r\n\r\n"))
+		c.Close()
+	})
+	p := startProxy(t, u.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_MAX_FRAME_BYTES=1KiB",
+		"LASTEVENT_UPSTREAM_BACKOFF_MIN=50ms", "LASTEVENT_UPSTREAM_BACKOFF_MAX=2s")
+	c := dialWire(t, p.URL(), "/feed")
+	if ev := c.Next(5 * time.Second); ev.Type != "sync-required" || !strings.Contains(ev.Data, "frame-too-large") {
+		t.Fatalf("first event %v, want sync-required (frame-too-large)", ev)
+	}
+	start := len(u.Heads())
+	time.Sleep(2500 * time.Millisecond)
+	// Backoff from 50 ms doubling (with jitter, 0.5-1.5 times) leaves two
+	// to four attempts for these 2.5 s; reset to 50 ms each time it was
+	// 16-18 here.
+	n := len(u.Heads()) - start
+	t.Logf("%d upstream connections in 2.5 s", n)
+	if n > 8 {
+		t.Fatalf("%d upstream connections in 2.5 s: the backoff does not grow", n)
+	}
+}
