@@ -413,9 +413,15 @@ func (c *client) touch() {
 	}
 }
 
-func (c *client) writeFailed(err error) string {
+// isTimeout reports whether err is a deadline that passed (a net.Error
+// with Timeout).
+func isTimeout(err error) bool {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (c *client) writeFailed(err error) string {
+	if isTimeout(err) {
 		c.s.hub.metrics.clientsDroppedSlow.Inc()
 		return outcomeSlow
 	}

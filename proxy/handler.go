@@ -3,9 +3,9 @@ package proxy
 import (
 	"errors"
 	"mime"
-	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -26,18 +26,18 @@ func NewHandler(h *Hub) *Handler {
 // Serve is the fasthttp request handler.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	if !isSSERequest(ctx) {
-		h.idleWrites(ctx, true)
+		h.writeIdle(ctx, h.hub.cfg.WriteTimeout)
 		h.proxyPlain(ctx)
 		return
 	}
 	r := h.request(ctx)
 	a := h.hub.attach(r)
 	if a.pass != nil {
-		h.idleWrites(ctx, true)
+		h.writeIdle(ctx, h.hub.cfg.WriteTimeout)
 		writePassed(ctx, a.pass)
 		return
 	}
-	h.idleWrites(ctx, false)
+	h.writeIdle(ctx, 0)
 	// A stream's response has no overall deadline: per-write deadlines
 	// guard each write instead.
 	_ = ctx.SetWriteDeadline(timeZero)
@@ -51,15 +51,13 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyStream(a.c, -1)
 }
 
-// idleWrites makes LASTEVENT_WRITE_TIMEOUT bound each piece of the writes
-// of a plain answer (on) or leaves the deadlines to the SSE response (off);
-// it holds for the connection until the next request sets it.
-func (h *Handler) idleWrites(ctx *fasthttp.RequestCtx, on bool) {
+// writeIdle sets the deadline of each piece of the connection's writes
+// (countedConn.idleWrites): LASTEVENT_WRITE_TIMEOUT for a plain answer, 0
+// for an SSE response, which moves its deadlines itself. It holds until the
+// next request on the connection sets it.
+func (h *Handler) writeIdle(ctx *fasthttp.RequestCtx, d time.Duration) {
 	if cc, ok := ctx.Conn().(*countedConn); ok {
-		cc.idleWrites = 0
-		if on {
-			cc.idleWrites = h.hub.cfg.WriteTimeout
-		}
+		cc.idleWrites = d
 	}
 }
 
@@ -161,9 +159,8 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 	resp.Header.SetNoDefaultContentType(true)
 	if err := h.plain.Do(req, resp); err != nil {
 		h.hub.log.Warn().Err(err).Bytes("path", ctx.Path()).Msg("upstream request failed")
-		var ne net.Error
 		switch {
-		case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
+		case errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err):
 			ctx.Error("lastevent: upstream did not answer in time\n", fasthttp.StatusGatewayTimeout)
 		case errors.Is(err, fasthttp.ErrNoFreeConns):
 			ctx.Error("lastevent: too many upstream connections (LASTEVENT_UPSTREAM_MAX_CONNECTIONS)\n", fasthttp.StatusServiceUnavailable)

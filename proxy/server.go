@@ -122,13 +122,12 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 // request").
 func requestError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
-	var ne net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		ctx.Error("lastevent: request body larger than LASTEVENT_MAX_BODY_BYTES\n", fasthttp.StatusRequestEntityTooLarge)
 	case errors.As(err, &small):
 		ctx.Error("Too big request header", fasthttp.StatusRequestHeaderFieldsTooLarge)
-	case errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		ctx.Error("Request timeout", fasthttp.StatusRequestTimeout)
 	default:
 		ctx.Error("Error when parsing request", fasthttp.StatusBadRequest)

@@ -92,6 +92,16 @@ const urSSEHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfe
 
 func urChunk(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
 
+// urGzipHello is an event-stream answer whose one event ("data: hello")
+// is gzip-compressed, as compression middleware sends it.
+func urGzipHello() string {
+	var zb bytes.Buffer
+	zw := gzip.NewWriter(&zb)
+	zw.Write([]byte("data: hello\n\n"))
+	zw.Flush()
+	return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n" + urChunk(zb.String())
+}
+
 // urGet sends an SSE request for /feed (with the extra header lines, each
 // ending in CRLF) to the proxy at addr and reads the answer's head within d.
 func urGet(t *testing.T, addr, extra string, d time.Duration) (*http.Response, error) {
@@ -235,11 +245,7 @@ func TestUpstreamCompressedStream(t *testing.T) {
 			u.hold(c)
 			return
 		}
-		var zb bytes.Buffer
-		zw := gzip.NewWriter(&zb)
-		zw.Write([]byte("data: hello\n\n"))
-		zw.Flush()
-		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n" + urChunk(zb.String())))
+		c.Write([]byte(urGzipHello()))
 		u.hold(c)
 	})
 	p := startProxy(t, u.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_SHUTDOWN_GRACE=2s")
@@ -281,11 +287,7 @@ func TestUpstreamCompressedAnyway(t *testing.T) {
 	t.Parallel()
 	var u *urUpstream
 	u = startURUpstream(t, func(i int, c net.Conn) {
-		var zb bytes.Buffer
-		zw := gzip.NewWriter(&zb)
-		zw.Write([]byte("data: hello\n\n"))
-		zw.Flush()
-		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + urChunk(zb.String())))
+		c.Write([]byte(urGzipHello()))
 		u.hold(c)
 	})
 	p := startProxy(t, u.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_UPSTREAM_TIMEOUT=1s", "LASTEVENT_SHUTDOWN_GRACE=2s")
