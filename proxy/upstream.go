@@ -107,7 +107,8 @@ type streamConn struct {
 	// good, where nothing could interrupt it.
 	inHead     atomic.Bool
 	headBy     time.Time
-	lineEmpty  bool     // the head's current line holds nothing yet (CR aside)
+	lineEmpty  bool // the head's current line holds nothing yet (CR aside)
+	status     headStatus
 	noDeadline bool     // the read deadline is cleared: without an idle timeout, reads need no deadline work
 	raw        *rawSock // nil: reads go through Conn.Read
 }
@@ -147,21 +148,57 @@ func (c *streamConn) Read(p []byte) (int, error) {
 }
 
 // scanHead looks for the empty line that ends the answer's head in b, the
-// bytes just read; the reads after it are the body's.
+// bytes just read; the reads after it are the body's. An informational head
+// (1xx but 101, which fasthttp reads past, such as 103 Early Hints) does not
+// end it: the final head that follows is still within the same deadline.
 func (c *streamConn) scanHead(b []byte) {
 	for _, x := range b {
 		switch x {
 		case '\n':
 			if c.lineEmpty {
-				c.inHead.Store(false)
-				return
+				if !c.status.interim() {
+					c.inHead.Store(false)
+					return
+				}
+				c.status = headStatus{}
+				c.lineEmpty = false
+				continue
 			}
+			c.status.lineDone = true
 			c.lineEmpty = true
 		case '\r':
 		default:
 			c.lineEmpty = false
+			c.status.scan(x)
 		}
 	}
+}
+
+// headStatus reads the status code off a head's first line ("HTTP/1.1 103
+// Early Hints"): the digits after its first space, up to the next space.
+type headStatus struct {
+	lineDone, spaced, ended bool
+	digits, code            int
+}
+
+func (h *headStatus) scan(x byte) {
+	switch {
+	case h.lineDone || h.ended:
+	case !h.spaced:
+		h.spaced = x == ' '
+	case x >= '0' && x <= '9' && h.digits < 4:
+		h.code = h.code*10 + int(x-'0')
+		h.digits++
+	default:
+		h.ended = true
+		if x != ' ' {
+			h.digits = 0 // not a status code
+		}
+	}
+}
+
+func (h *headStatus) interim() bool {
+	return h.digits == 3 && h.code >= 100 && h.code <= 199 && h.code != 101
 }
 
 // read is Conn.Read through the descriptor (see sysRead), with the errors
@@ -190,7 +227,7 @@ func (c *streamConn) read(p []byte) (int, error) {
 // on a connection reused from fasthttp's pool after a stream that ended
 // cleanly.
 func (c *streamConn) Write(p []byte) (int, error) {
-	c.headBy, c.lineEmpty = time.Time{}, false
+	c.headBy, c.lineEmpty, c.status = time.Time{}, false, headStatus{}
 	c.inHead.Store(true)
 	return c.Conn.Write(p)
 }

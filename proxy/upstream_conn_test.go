@@ -109,3 +109,45 @@ func TestStreamConnReadErrors(t *testing.T) {
 		}
 	})
 }
+
+// The head ends at the empty line of the final head: informational heads
+// (1xx but 101) before it are part of it, read in any pieces.
+func TestScanHeadSkipsInterimHeads(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		body int // index of the first body byte; -1 still in the head
+	}{
+		{"HTTP/1.1 200 OK\r\nA: b\r\n\r\nxyz", 25},
+		{"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\nxyz", 58},
+		{"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\n\nx", 69},
+		{"HTTP/1.1 101 Switching Protocols\r\n\r\nx", 36},
+		{"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\n", -1},
+		{"HTTP/1.1 1x3 odd\r\n\r\nx", 20},
+		{"HTTP/1.1 1999 odd\r\n\r\nx", 21},
+	} {
+		// Byte by byte: where the head ends.
+		sc := &streamConn{}
+		sc.inHead.Store(true)
+		got := -1
+		for i := 0; i < len(c.in) && got < 0; i++ {
+			sc.scanHead([]byte{c.in[i]})
+			if !sc.inHead.Load() {
+				got = i + 1
+			}
+		}
+		if got != c.body {
+			t.Errorf("%q: body from %d, want %d", c.in, got, c.body)
+		}
+		// In pieces (the ones the head ends in included): whether it ends.
+		for _, piece := range []int{3, 7, len(c.in)} {
+			sc := &streamConn{}
+			sc.inHead.Store(true)
+			for i := 0; i < len(c.in) && sc.inHead.Load(); i += piece {
+				sc.scanHead([]byte(c.in[i:min(i+piece, len(c.in))]))
+			}
+			if ended := !sc.inHead.Load(); ended != (c.body >= 0) {
+				t.Errorf("%q in pieces of %d: head ended %v", c.in, piece, ended)
+			}
+		}
+	}
+}

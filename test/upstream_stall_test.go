@@ -165,16 +165,29 @@ func TestUpstreamHeaderStallOnReconnect(t *testing.T) {
 // status line. The client must get an answer (a held 200, as with an
 // upstream that is down) within a few LASTEVENT_UPSTREAM_TIMEOUTs, and the
 // events of the next, healthy attempt.
+// With an informational head first (103 Early Hints, which fasthttp reads
+// past), the final head is still within the same deadline: the stall after
+// its status line must end the attempt all the same. And a healthy answer
+// after a 103 streams.
 func TestUpstreamHeaderStallAtStart(t *testing.T) {
+	for _, c := range []struct{ name, interim string }{
+		{"plain", ""},
+		{"after 103", "HTTP/1.1 103 Early Hints\r\nLink: </app.js>; rel=preload\r\n\r\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) { runHeaderStallAtStart(t, c.interim) })
+	}
+}
+
+func runHeaderStallAtStart(t *testing.T, interim string) {
 	t.Parallel()
 	var u *urUpstream
 	u = startURUpstream(t, func(i int, c net.Conn) {
 		if i == 0 {
-			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"))
+			c.Write([]byte(interim + "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"))
 			u.hold(c)
 			return
 		}
-		c.Write([]byte(urSSEHead + urChunk("data: hello\n\n")))
+		c.Write([]byte(interim + urSSEHead + urChunk("data: hello\n\n")))
 		u.hold(c)
 	})
 	p := startProxy(t, u.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_UPSTREAM_TIMEOUT=1s", "LASTEVENT_SHUTDOWN_GRACE=2s",
