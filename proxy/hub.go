@@ -305,11 +305,14 @@ func (h *Hub) attach(r *request) attachment {
 					if o, n := st.Bounds(); o <= n {
 						oldest, newest = min(oldest, o), max(newest, n)
 					}
-					if _, _, known := s.labelRange(d.idGen); known && d.resume > newest && !h.reps.up.Load() {
-						// Redis does not answer, so its bounds are old: an
-						// id of this stream ahead of them is one the owner
-						// issued since. Resume there; the client waits for
-						// the tail rather than getting its frames again.
+					if _, _, known := s.labelRange(d.idGen); known && d.resume > newest && !h.reps.up.Load() &&
+						s.rep.role.Load() == roleFollower {
+						// Redis does not answer, so a follower's bounds are
+						// old: an id of this stream ahead of them is one the
+						// owner issued since. Resume there; the client waits
+						// for the tail rather than getting its frames again.
+						// (An owner's own sequence is the truth: an id ahead
+						// of it was never issued.)
 						newest = d.resume
 					}
 				}
