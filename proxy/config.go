@@ -44,6 +44,7 @@ type RawConfig struct {
 	MaxConnections         string `env:"MAX_CONNECTIONS" envDefault:"10000"`
 	MaxHeaderBytes         string `env:"MAX_HEADER_BYTES" envDefault:"16KiB"`
 	MaxBodyBytes           string `env:"MAX_BODY_BYTES" envDefault:"10MiB"`
+	MaxBodyMemory          string `env:"MAX_BODY_MEMORY" envDefault:"0"`
 	WriteTimeout           string `env:"WRITE_TIMEOUT" envDefault:"10s"`
 	ClientDeadTimeout      string `env:"CLIENT_DEAD_TIMEOUT" envDefault:"10s"`
 	UpstreamTimeout        string `env:"UPSTREAM_TIMEOUT" envDefault:"10s"`
@@ -108,6 +109,7 @@ type Config struct {
 	MaxConnections         int           // concurrent client connections; more get 503
 	MaxHeaderBytes         int           // request header size; larger gets 431
 	MaxBodyBytes           int           // non-SSE request and response bodies
+	MaxBodyMemory          int64         // request bodies being read at once, all together; more get 503
 	WriteTimeout           time.Duration // one write to a client; a client that does not read is dropped
 	ClientDeadTimeout      time.Duration // TCP_USER_TIMEOUT and keepalive on client connections; 0 keeps the OS default
 	UpstreamTimeout        time.Duration // connect and time to the first response byte
@@ -172,6 +174,10 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	sort.Strings(warnings)
 	cfg, err = raw.Parse()
+	if err == nil && cfg.Mode == ModeSession && cfg.UpstreamMaxConnections < cfg.MaxConnections {
+		warnings = append(warnings, fmt.Sprintf("LASTEVENT_UPSTREAM_MAX_CONNECTIONS=%d is below LASTEVENT_MAX_CONNECTIONS=%d: in session mode every client needs an upstream connection, so clients past %d get heartbeats and no frames",
+			cfg.UpstreamMaxConnections, cfg.MaxConnections, cfg.UpstreamMaxConnections))
+	}
 	return cfg, warnings, err
 }
 
@@ -317,10 +323,20 @@ func (r RawConfig) Parse() (Config, error) {
 	}
 
 	c.MaxConnections = int(intRange("MAX_CONNECTIONS", r.MaxConnections, 1, 10_000_000))
-	c.MaxHeaderBytes = int(size("MAX_HEADER_BYTES", r.MaxHeaderBytes, 1<<10, 16<<20))
+	// Each connection reading a request head holds a buffer of this size,
+	// for up to a minute if the client stalls: 1 MiB x 10,000 is 10 GiB.
+	c.MaxHeaderBytes = int(size("MAX_HEADER_BYTES", r.MaxHeaderBytes, 1<<10, 1<<20))
 	// 0 would mean three things: fasthttp's 4 MiB default for request
 	// bodies, no bound on responses, and every passed-through answer a 502.
 	c.MaxBodyBytes = int(size("MAX_BODY_BYTES", r.MaxBodyBytes, 1, 1<<30))
+	if strings.TrimSpace(r.MaxBodyMemory) == "0" {
+		c.MaxBodyMemory = max(64<<20, bodyBuffer(int64(c.MaxBodyBytes)))
+	} else {
+		c.MaxBodyMemory = size("MAX_BODY_MEMORY", r.MaxBodyMemory, 64<<10, 1<<40)
+		if least := bodyBuffer(int64(c.MaxBodyBytes)); c.MaxBodyMemory > 0 && c.MaxBodyBytes > 0 && c.MaxBodyMemory < least {
+			bad("MAX_BODY_MEMORY", r.MaxBodyMemory, fmt.Sprintf("must be at least %s: a body of LASTEVENT_MAX_BODY_BYTES takes a buffer that large (rounded up to a power of two)", FormatByteSize(least)))
+		}
+	}
 	c.WriteTimeout = durPos("WRITE_TIMEOUT", r.WriteTimeout, false)
 	c.ClientDeadTimeout = durPos("CLIENT_DEAD_TIMEOUT", r.ClientDeadTimeout, true)
 	c.UpstreamTimeout = durPos("UPSTREAM_TIMEOUT", r.UpstreamTimeout, false)
@@ -329,7 +345,7 @@ func (r RawConfig) Parse() (Config, error) {
 	c.UpstreamPass5xx = boolean("UPSTREAM_PASS_5XX", r.UpstreamPass5xx)
 	c.UpstreamBackoffMin = durPos("UPSTREAM_BACKOFF_MIN", r.UpstreamBackoffMin, false)
 	c.UpstreamBackoffMax = durPos("UPSTREAM_BACKOFF_MAX", r.UpstreamBackoffMax, false)
-	if c.UpstreamBackoffMax < c.UpstreamBackoffMin {
+	if c.UpstreamBackoffMin > 0 && c.UpstreamBackoffMax > 0 && c.UpstreamBackoffMax < c.UpstreamBackoffMin {
 		bad("UPSTREAM_BACKOFF_MAX", r.UpstreamBackoffMax, "must not be below LASTEVENT_UPSTREAM_BACKOFF_MIN")
 	}
 	c.UpstreamMaxConnections = int(intRange("UPSTREAM_MAX_CONNECTIONS", r.UpstreamMaxConnections, 0, 10_000_000))

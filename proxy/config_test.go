@@ -242,10 +242,14 @@ func TestParseRules(t *testing.T) {
 		{"LOG_LEVEL", "verbose", "must be one of", nil},
 		{"LOG_FORMAT", "xml", "must be json or console", nil},
 		{"MAX_CONNECTIONS", "0", "whole number from 1", nil},
-		{"MAX_HEADER_BYTES", "100", "must be from 1KiB to 16MiB", nil},
-		{"MAX_HEADER_BYTES", "32MiB", "must be from 1KiB to 16MiB", nil},
+		{"MAX_HEADER_BYTES", "100", "must be from 1KiB to 1MiB", nil},
+		{"MAX_HEADER_BYTES", "2MiB", "must be from 1KiB to 1MiB", nil},
 		{"MAX_BODY_BYTES", "2GiB", "must be from 1 to 1GiB", nil},
 		{"MAX_BODY_BYTES", "0", "must be from 1 to 1GiB", nil},
+		{"MAX_BODY_MEMORY", "1KiB", "must be from 64KiB to 1TiB", nil},
+		{"MAX_BODY_MEMORY", "lots", "must be a size", nil},
+		{"MAX_BODY_MEMORY", "8MiB", "must be at least 16MiB", map[string]string{"MAX_BODY_BYTES": "10MiB"}},
+		{"MAX_BODY_MEMORY", "100MiB", "must be at least 128MiB", map[string]string{"MAX_BODY_BYTES": "100MiB"}},
 		{"WRITE_TIMEOUT", "0", "must be greater than 0", nil},
 		{"CLIENT_DEAD_TIMEOUT", "-1s", "must not be negative", nil},
 		{"UPSTREAM_TIMEOUT", "0s", "must be greater than 0", nil},
@@ -254,6 +258,7 @@ func TestParseRules(t *testing.T) {
 		{"UPSTREAM_PASS_5XX", "maybe", "must be true or false", nil},
 		{"UPSTREAM_BACKOFF_MIN", "0", "must be greater than 0", nil},
 		{"UPSTREAM_BACKOFF_MAX", "100ms", "must not be below LASTEVENT_UPSTREAM_BACKOFF_MIN", nil},
+		{"UPSTREAM_BACKOFF_MAX", "10", "must be a duration", nil}, // one line: not also "below BACKOFF_MIN"
 		{"UPSTREAM_MAX_CONNECTIONS", "-1", "whole number from 0", nil},
 		{"SYSTEM_SYNC_DATA", "{\n}", "must be one non-empty line", nil},
 		{"SYSTEM_SYNC_DATA", " ", "must be one non-empty line", nil},
@@ -497,5 +502,50 @@ func TestParseByteSize(t *testing.T) {
 	}
 	if s := proxy.FormatByteSize(64 << 10); s != "64KiB" {
 		t.Errorf("FormatByteSize(64KiB) = %q", s)
+	}
+}
+
+// In session mode every client needs an upstream connection: a pool below
+// LASTEVENT_MAX_CONNECTIONS is accepted (it may be what the upstream can
+// take) but warned about; in shared mode, or with room, nothing is said.
+func TestUpstreamPoolBelowClientsWarns(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		warn bool
+	}{
+		{[]string{"LASTEVENT_UPSTREAM_MAX_CONNECTIONS=10"}, true},
+		{[]string{"LASTEVENT_UPSTREAM_MAX_CONNECTIONS=10", "LASTEVENT_MODE=shared"}, false},
+		{[]string{"LASTEVENT_UPSTREAM_MAX_CONNECTIONS=10", "LASTEVENT_MAX_CONNECTIONS=10"}, false},
+		{nil, false},
+	} {
+		_, warnings, err := proxy.LoadConfig(append([]string{testURL}, c.env...))
+		if err != nil {
+			t.Fatalf("%v: %v", c.env, err)
+		}
+		warned := false
+		for _, w := range warnings {
+			warned = warned || (strings.Contains(w, "LASTEVENT_UPSTREAM_MAX_CONNECTIONS=10") && strings.Contains(w, "LASTEVENT_MAX_CONNECTIONS"))
+		}
+		if warned != c.warn {
+			t.Errorf("%v: warned %v, want %v (%q)", c.env, warned, c.warn, warnings)
+		}
+	}
+}
+
+// LASTEVENT_MAX_BODY_MEMORY=0 (the default) is 64MiB, or the buffer of one
+// body of LASTEVENT_MAX_BODY_BYTES when that is larger.
+func TestMaxBodyMemoryDefault(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		want int64
+	}{
+		{nil, 64 << 20},
+		{[]string{"LASTEVENT_MAX_BODY_BYTES=100MiB"}, 128 << 20},
+		{[]string{"LASTEVENT_MAX_BODY_MEMORY=1GiB"}, 1 << 30},
+	} {
+		cfg, _, err := proxy.LoadConfig(append([]string{testURL}, c.env...))
+		if err != nil || cfg.MaxBodyMemory != c.want {
+			t.Errorf("%v: MaxBodyMemory %d, %v; want %d", c.env, cfg.MaxBodyMemory, err, c.want)
+		}
 	}
 }

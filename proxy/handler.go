@@ -14,17 +14,19 @@ import (
 // request proxied to the upstream as it is (lastevent sits in front of the
 // whole app).
 type Handler struct {
-	hub   *Hub
-	plain *fasthttp.Client
+	hub    *Hub
+	plain  *fasthttp.Client
+	bodies *bodyBudget
 }
 
 // NewHandler returns the client-facing handler.
 func NewHandler(h *Hub) *Handler {
-	return &Handler{hub: h, plain: newPlainClient(h.cfg)}
+	return &Handler{hub: h, plain: newPlainClient(h.cfg), bodies: newBodyBudget(h.cfg.MaxBodyMemory, h.cfg.MaxBodyBytes)}
 }
 
 // Serve is the fasthttp request handler.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
+	defer h.bodies.done(&ctx.Request.Header)
 	if !isSSERequest(ctx) {
 		h.writeIdle(ctx, h.hub.cfg.WriteTimeout)
 		h.proxyPlain(ctx)

@@ -32,6 +32,12 @@ type Hub struct {
 	byLabel map[replay.Gen]*stream
 	byKey   map[string]*stream
 	wg      sync.WaitGroup
+
+	// The streams lingering (no clients, kept for LASTEVENT_LINGER), oldest
+	// first: when LASTEVENT_UPSTREAM_MAX_CONNECTIONS streams are open, a new
+	// one ends the oldest of them (see open). lmu nests inside a stream's mu.
+	lmu                    sync.Mutex
+	lingerHead, lingerTail *stream
 }
 
 // NewHub returns a hub for cfg.
@@ -92,6 +98,9 @@ func (h *Hub) open(r *request, key string, follow replay.Gen) *stream {
 	if gen.IsZero() {
 		gen = h.gens.Next()
 	}
+	if len(h.byGen) >= h.cfg.UpstreamMaxConnections {
+		h.endOldestLingering()
+	}
 	s := &stream{
 		hub:     h,
 		gen:     gen,
@@ -131,6 +140,68 @@ func (h *Hub) open(r *request, key string, follow replay.Gen) *stream {
 		s.run()
 	}()
 	return s
+}
+
+// endOldestLingering ends the stream that has lingered longest, if any: a
+// stream nobody reads gives its upstream connection and buffer to one a
+// client asked for. Without it, short visits (reloads, a reconnect storm, or
+// someone doing it on purpose) left up to one lingering stream each for
+// LASTEVENT_LINGER, and once they filled the upstream connections every new
+// client got heartbeats and no frame. A later resume of the ended stream's
+// ids gets system-sync, as after its linger. The caller holds h.mu.
+func (h *Hub) endOldestLingering() {
+	for range 8 { // a candidate can get a client meanwhile: take the next
+		h.lmu.Lock()
+		s := h.lingerHead
+		h.lmu.Unlock()
+		if s == nil {
+			return
+		}
+		if s.endLingering() {
+			h.metrics.streamsEndedEarly.Inc()
+			h.log.Debug().Str("path", s.pathOnly()).Msg("lingering stream ended early: LASTEVENT_UPSTREAM_MAX_CONNECTIONS streams are open")
+			return
+		}
+	}
+}
+
+// lingering puts s at the end of the lingering list (s.mu held).
+func (h *Hub) lingering(s *stream) {
+	h.lmu.Lock()
+	defer h.lmu.Unlock()
+	h.unlinger(s)
+	s.inLinger = true
+	s.lingerPrev = h.lingerTail
+	if h.lingerTail != nil {
+		h.lingerTail.lingerNext = s
+	} else {
+		h.lingerHead = s
+	}
+	h.lingerTail = s
+}
+
+// unlingered takes s off the lingering list, if it is on it (s.mu held).
+func (h *Hub) unlingered(s *stream) {
+	h.lmu.Lock()
+	defer h.lmu.Unlock()
+	h.unlinger(s)
+}
+
+func (h *Hub) unlinger(s *stream) {
+	if !s.inLinger {
+		return
+	}
+	if s.lingerPrev != nil {
+		s.lingerPrev.lingerNext = s.lingerNext
+	} else {
+		h.lingerHead = s.lingerNext
+	}
+	if s.lingerNext != nil {
+		s.lingerNext.lingerPrev = s.lingerPrev
+	} else {
+		h.lingerTail = s.lingerPrev
+	}
+	s.lingerPrev, s.lingerNext, s.inLinger = nil, nil, false
 }
 
 // forget removes s from the indexes (it has ended).

@@ -19,6 +19,7 @@ type metrics struct {
 
 	framesIn, framesOut, framesTooLarge, heartbeats      *vm.Counter
 	resumes, systemSync, syncMarkers, streamsOpened      *vm.Counter
+	streamsEndedEarly                                    *vm.Counter // lingering streams ended to make room (Hub.endOldestLingering)
 	upstreamConnects, upstreamReconnects, upstreamErrors *vm.Counter
 	clientsDroppedSlow, clientsGone, clientsEnded        *vm.Counter
 	syncByReason                                         map[string]*vm.Counter // read-only after newMetrics
@@ -43,6 +44,7 @@ func newMetrics(h *Hub) *metrics {
 		systemSync:         s.NewCounter("lastevent_system_sync_total"),
 		syncMarkers:        s.NewCounter("lastevent_sync_markers_total"),
 		streamsOpened:      s.NewCounter("lastevent_streams_opened_total"),
+		streamsEndedEarly:  s.NewCounter("lastevent_streams_ended_early_total"),
 		upstreamConnects:   s.NewCounter("lastevent_upstream_connects_total"),
 		upstreamReconnects: s.NewCounter("lastevent_upstream_reconnects_total"),
 		upstreamErrors:     s.NewCounter("lastevent_upstream_errors_total"),

@@ -47,7 +47,8 @@ func NewServer(cfg *Config, log zerolog.Logger, version string) *Server {
 		DisableHeaderNamesNormalizing: false,
 		SecureErrorLogMessage:         true, // no client bytes (cookies, tokens) in the errors logged
 		NoDefaultContentType:          true, // a plain answer without one is passed on without one
-		ErrorHandler:                  requestError,
+		ErrorHandler:                  h.requestError,
+		HeaderReceived:                h.bodies.headerReceived,
 		Logger:                        fasthttpLogger{log},
 	}
 	s.admin = &fasthttp.Server{
@@ -119,10 +120,14 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 // answers (431 for a head over LASTEVENT_MAX_HEADER_BYTES, 408 for a
 // timeout, 400), except a body over LASTEVENT_MAX_BODY_BYTES, which gets 413
 // and says which setting (fasthttp answered 400 "Error when parsing
-// request").
-func requestError(ctx *fasthttp.RequestCtx, err error) {
+// request"), and one LASTEVENT_MAX_BODY_MEMORY had no room for: 503.
+func (h *Handler) requestError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
+	refused := h.bodies.done(&ctx.Request.Header)
 	switch {
+	case refused && errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error("lastevent: too many request bodies being read at once (LASTEVENT_MAX_BODY_MEMORY)\n", fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.Set("Retry-After", "1") // after Error, which resets the headers
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		ctx.Error("lastevent: request body larger than LASTEVENT_MAX_BODY_BYTES\n", fasthttp.StatusRequestEntityTooLarge)
 	case errors.As(err, &small):

@@ -85,6 +85,9 @@ type stream struct {
 	linger    *time.Timer
 	lingerGen uint64 // the linger period a timer's callback belongs to; moves on at every attach and arm
 	lastLeft  time.Time
+	// The hub's list of lingering streams, oldest first (Hub.lmu).
+	lingerPrev, lingerNext *stream
+	inLinger               bool
 
 	stopOnce sync.Once
 
@@ -303,6 +306,7 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 		s.publish(seq, "")
 		s.unlockWrite()
 		s.upFrames++
+		s.hub.metrics.framesIn.Inc() // the upstream's frames; lastevent's markers count as sync markers
 		if s.demoted() {
 			return errDemoted
 		}
@@ -371,7 +375,6 @@ func (s *stream) deliver(seq uint64, frame []byte) bool {
 		return false
 	}
 	s.seq.Store(seq)
-	s.hub.metrics.framesIn.Inc()
 	return true
 }
 
@@ -461,6 +464,7 @@ func (s *stream) addSub(c *client) bool {
 		s.linger = nil
 	}
 	s.lingerGen++
+	s.hub.unlingered(s)
 	s.subs = append(s.subs, c)
 	s.wakeDirty.Store(true)
 	s.hub.metrics.clients.Add(1)
@@ -505,6 +509,7 @@ func (s *stream) armLinger(d time.Duration) {
 	s.lingerGen++
 	gen := s.lingerGen
 	s.linger = time.AfterFunc(d, func() { s.lingerExpired(gen) })
+	s.hub.lingering(s)
 }
 
 // lingerExpired ends the stream at the end of linger period gen, unless a
@@ -523,11 +528,33 @@ func (s *stream) lingerExpired(gen uint64) {
 	expire := gen == s.lingerGen && len(s.subs) == 0 && !s.stopping
 	if expire {
 		s.stopping = true
+		s.hub.unlingered(s)
 	}
 	s.mu.Unlock()
 	if expire {
 		s.halt()
 	}
+}
+
+// endLingering ends s early if it is lingering (no clients, not ending): the
+// hub needs its room. The caller does not hold mu.
+func (s *stream) endLingering() bool {
+	s.mu.Lock()
+	ok := s.inLinger && len(s.subs) == 0 && !s.stopping && !s.finished
+	s.hub.unlingered(s)
+	if ok {
+		s.stopping = true
+		s.lingerGen++ // a linger callback on its way does nothing
+		if s.linger != nil {
+			s.linger.Stop()
+			s.linger = nil
+		}
+	}
+	s.mu.Unlock()
+	if ok {
+		go s.halt()
+	}
+	return ok
 }
 
 // halt ends the stream: it stops the reader, interrupting a blocked upstream
@@ -555,6 +582,7 @@ func (s *stream) finish() {
 	if s.linger != nil {
 		s.linger.Stop()
 	}
+	s.hub.unlingered(s)
 	if len(s.subs) == 0 {
 		s.log.Close()
 	}

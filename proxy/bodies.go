@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"sync"
+
+	"github.com/valyala/fasthttp"
+)
+
+// bodyBudget bounds the memory of the request bodies being read at once
+// (LASTEVENT_MAX_BODY_MEMORY). fasthttp reads a body whole before the
+// handler runs, and allocates a declared Content-Length in one piece as soon
+// as the head is read: without a bound, a head that declared 10 MiB and a
+// client that then sent nothing held 16 MiB for fasthttp's 60 s read timeout,
+// some 80 bytes each, for every connection.
+//
+// A body counts from its head (HeaderReceived) until the handler is done with
+// it, at the buffer fasthttp takes for it: its declared length rounded up to a
+// power of two (bodyBuffer), a chunked one's at LASTEVENT_MAX_BODY_BYTES (it
+// may grow that far); bodies of at most smallBody bytes do not count (the
+// connection's head buffer is larger). A head whose body does not fit gets
+// 503. The budget is kept per request head: fasthttp reuses one RequestHeader
+// for the requests of a connection, one after the other, so a head that
+// arrives on a header still holding a body (a request that ended without
+// reaching the handler or the error handler) gives that body back first.
+type bodyBudget struct {
+	max, maxBody int64
+
+	mu   sync.Mutex
+	used int64
+	held map[*fasthttp.RequestHeader]int64 // > 0 counted, -1 refused
+}
+
+// smallBody is the size up to which a body is not counted.
+const smallBody = 4 << 10
+
+func newBodyBudget(maxMemory int64, maxBody int) *bodyBudget {
+	return &bodyBudget{max: maxMemory, maxBody: int64(maxBody), held: make(map[*fasthttp.RequestHeader]int64)}
+}
+
+// headerReceived is fasthttp's HeaderReceived: it counts h's body, or makes
+// fasthttp refuse it (a body limit it exceeds: ErrBodyTooLarge, which
+// refused then tells from a body over LASTEVENT_MAX_BODY_BYTES).
+func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	n := int64(h.ContentLength())
+	if n == -1 { // chunked
+		n = b.maxBody
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.giveLocked(h)
+	if n <= smallBody || n > b.maxBody {
+		return fasthttp.RequestConfig{} // not counted, or refused by fasthttp with 413
+	}
+	n = bodyBuffer(n)
+	if b.used+n > b.max {
+		b.held[h] = -1
+		return fasthttp.RequestConfig{MaxRequestBodySize: smallBody}
+	}
+	b.used += n
+	b.held[h] = n
+	return fasthttp.RequestConfig{}
+}
+
+// done gives back what h's body held; refused reports whether the budget
+// refused it.
+func (b *bodyBudget) done(h *fasthttp.RequestHeader) (refused bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.giveLocked(h)
+}
+
+func (b *bodyBudget) giveLocked(h *fasthttp.RequestHeader) (refused bool) {
+	n, ok := b.held[h]
+	if !ok {
+		return false
+	}
+	delete(b.held, h)
+	if n > 0 {
+		b.used -= n
+	}
+	return n < 0
+}
+
+// inUse is the memory counted now.
+func (b *bodyBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// bodyBuffer is the buffer fasthttp allocates for a body of n bytes: n
+// rounded up to a power of two.
+func bodyBuffer(n int64) int64 {
+	b := int64(1)
+	for b < n {
+		b <<= 1
+	}
+	return b
+}

@@ -1,0 +1,126 @@
+package test
+
+// Request bodies and heads cost memory before any handler runs: fasthttp
+// takes a declared body's whole buffer as soon as the head is read. These
+// tests hold lastevent to LASTEVENT_MAX_BODY_MEMORY for bodies, and show the
+// per-connection head buffer is LASTEVENT_MAX_HEADER_BYTES at most.
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// heapInUse reads go_memstats_heap_inuse_bytes off /metrics.
+func heapInUse(t *testing.T, p *proc) float64 {
+	t.Helper()
+	_, b := p.adminGet(t, "/metrics")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("go_memstats_heap_inuse_bytes %q: %v", rest, err)
+			}
+			return v
+		}
+	}
+	t.Fatal("no go_memstats_heap_inuse_bytes in /metrics")
+	return 0
+}
+
+// TestRequestBodiesBounded: heads that declare 10 MiB bodies (a 16 MiB
+// buffer each) and then send one byte. With LASTEVENT_MAX_BODY_MEMORY=32MiB
+// two are read (and wait for their bodies); the other six get 503 at once,
+// and the heap holds about the two. Once those two connections go, their
+// room comes back: a whole 5 MiB upload goes through.
+func TestRequestBodiesBounded(t *testing.T) {
+	up := startUpstream(t)
+	p := startProxy(t, up.URL(), "LASTEVENT_MAX_BODY_MEMORY=32MiB")
+	before := heapInUse(t, p)
+	const n = 8
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", p.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("POST /echo/up HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\nx")); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	var refused, held []net.Conn
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		switch {
+		case err == nil && resp.StatusCode == 503 && resp.Header.Get("Retry-After") != "":
+			refused = append(refused, c)
+		case err != nil && isTimeoutErr(err):
+			held = append(held, c)
+		case err == nil:
+			t.Fatalf("a 10 MiB body that never came: status %d", resp.StatusCode)
+		default:
+			t.Fatalf("reading the answer: %v", err)
+		}
+	}
+	grown := heapInUse(t, p) - before
+	t.Logf("%d refused, %d held; heap grew %.1f MiB", len(refused), len(held), grown/(1<<20))
+	if len(refused) != n-2 || len(held) != 2 {
+		t.Fatalf("%d refused with 503 and %d held, want %d and 2 (LASTEVENT_MAX_BODY_MEMORY=32MiB, 16 MiB each)", len(refused), len(held), n-2)
+	}
+	if grown > 40<<20 {
+		t.Errorf("heap grew %.0f MiB with LASTEVENT_MAX_BODY_MEMORY=32MiB", grown/(1<<20))
+	}
+
+	for _, c := range held {
+		c.Close()
+	}
+	body := bytes.Repeat([]byte("b"), 5<<20)
+	waitFor(t, 5*time.Second, "a 5 MiB upload accepted once the held bodies went", func() bool {
+		resp, err := http.Post(p.URL()+"/echo/up", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if got := up.Requests(); len(got) == 0 {
+		t.Fatal("the upload did not reach the upstream")
+	}
+}
+
+// TestHeaderBytesBounded: LASTEVENT_MAX_HEADER_BYTES is the buffer of every
+// connection reading a request head, held while a client stalls there; it
+// is bounded at 1MiB (16MiB was accepted: 8 stalled heads held 128 MiB).
+func TestHeaderBytesBounded(t *testing.T) {
+	up := startUpstream(t)
+	p := startProxy(t, up.URL(), "LASTEVENT_MAX_HEADER_BYTES=1MiB")
+	before := heapInUse(t, p)
+	for range 8 {
+		c, err := net.Dial("tcp", p.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("GET /events HTTP/1.1\r\nHost: x\r\nX-Slow: a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if grown := heapInUse(t, p) - before; grown > 12<<20 {
+		t.Errorf("8 stalled heads with LASTEVENT_MAX_HEADER_BYTES=1MiB grew the heap %.1f MiB", grown/(1<<20))
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
