@@ -165,7 +165,20 @@ func (s *stream) runUpstream(takeover bool) {
 		s.hub.metrics.upstreamConnects.Inc()
 		err := s.hub.streamClient.Do(s.req, resp)
 		var retryable bool
+		var small *fasthttp.ErrSmallBuffer
 		switch {
+		case errors.As(err, &small):
+			// A head over upstreamReadBuffer cannot be read, however often
+			// it is asked for (as nginx's "upstream sent too big header"):
+			// 502, not a stream held with heartbeats and retried for good.
+			s.upError()
+			s.hub.log.Error().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Int("limit_bytes", upstreamReadBuffer).
+				Msg("upstream response head too large; answering 502")
+			if !s.markReady(&passedResponse{status: fasthttp.StatusBadGateway, body: []byte("lastevent: upstream response head larger than 8 KiB\n")}) {
+				s.hub.log.Warn().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream head too large on a reconnect; ending the stream")
+			}
+			resp.Reset()
+			return
 		case err != nil:
 			retryable = true
 			s.upError()
