@@ -20,6 +20,7 @@ type Hub struct {
 	gens         *replay.Generator
 	budget       *replay.Budget
 	streamClient *fasthttp.Client
+	upConns      *connSet // streamClient's connections
 	metrics      *metrics
 
 	// reps is the shared store (LASTEVENT_STORE=redis); nil in memory mode.
@@ -46,12 +47,14 @@ func NewHub(cfg *Config, log zerolog.Logger) *Hub {
 	if off := cfg.ClockOffset; off != 0 {
 		gens = replay.NewGeneratorClock(func() time.Time { return time.Now().Add(off) })
 	}
+	upConns := newConnSet()
 	h := &Hub{
+		upConns:      upConns,
 		cfg:          cfg,
 		log:          log,
 		gens:         gens,
 		budget:       replay.NewBudget(cfg.MaxMemory),
-		streamClient: newStreamClient(cfg),
+		streamClient: newStreamClient(cfg, upConns),
 		byGen:        make(map[replay.Gen]*stream),
 		byLabel:      make(map[replay.Gen]*stream),
 		byKey:        make(map[string]*stream),
@@ -481,6 +484,9 @@ func (h *Hub) Close() {
 	for _, s := range all {
 		s.halt()
 	}
+	// A stream still waiting for an answer's head has no body for halt to
+	// close: closing its connection ends the wait.
+	h.upConns.closeAll()
 	h.wg.Wait()
 	if h.reps != nil {
 		h.reps.close()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +29,11 @@ const upstreamReadBuffer = 8 << 10
 // UpstreamIdleTimeout (if set) between reads after that, because fasthttp's
 // own ReadTimeout is one deadline for the whole response and would cut a long
 // stream.
-func newStreamClient(cfg *Config) *fasthttp.Client {
+//
+// Its open connections are in conns, so that shutdown can end a request
+// still waiting for its answer's head (a hung upstream), which a stream's
+// halt cannot reach: there is no body to close yet.
+func newStreamClient(cfg *Config, conns *connSet) *fasthttp.Client {
 	d := &net.Dialer{Timeout: cfg.UpstreamTimeout, KeepAlive: 15 * time.Second}
 	return &fasthttp.Client{
 		Name:                          "lastevent",
@@ -47,8 +52,53 @@ func newStreamClient(cfg *Config) *fasthttp.Client {
 			if err != nil {
 				return nil, err
 			}
-			return newStreamConn(c, cfg.UpstreamTimeout, cfg.UpstreamIdleTimeout), nil
+			sc := newStreamConn(c, cfg.UpstreamTimeout, cfg.UpstreamIdleTimeout)
+			if !conns.add(sc) {
+				sc.Close()
+				return nil, errStopped // shutting down
+			}
+			sc.set = conns
+			return sc, nil
 		},
+	}
+}
+
+// connSet is the open upstream stream connections.
+type connSet struct {
+	mu     sync.Mutex
+	m      map[*streamConn]struct{}
+	closed bool
+}
+
+func newConnSet() *connSet { return &connSet{m: make(map[*streamConn]struct{})} }
+
+func (cs *connSet) add(c *streamConn) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closed {
+		return false
+	}
+	cs.m[c] = struct{}{}
+	return true
+}
+
+func (cs *connSet) remove(c *streamConn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	delete(cs.m, c)
+}
+
+// closeAll closes every connection, and every one dialled from now on.
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	cs.closed = true
+	all := make([]*streamConn, 0, len(cs.m))
+	for c := range cs.m {
+		all = append(all, c)
+	}
+	cs.mu.Unlock()
+	for _, c := range all {
+		c.Close()
 	}
 }
 
@@ -111,6 +161,15 @@ type streamConn struct {
 	status     headStatus
 	noDeadline bool     // the read deadline is cleared: without an idle timeout, reads need no deadline work
 	raw        *rawSock // nil: reads go through Conn.Read
+	set        *connSet // the stream client's connections; nil for the plain client's
+}
+
+// Close closes the connection and takes it out of its set.
+func (c *streamConn) Close() error {
+	if c.set != nil {
+		c.set.remove(c)
+	}
+	return c.Conn.Close()
 }
 
 func newStreamConn(c net.Conn, first, idle time.Duration) *streamConn {
