@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
 )
 
 // TestReadmeSettings keeps the README's settings table equal to the config
@@ -42,5 +45,44 @@ func TestReadmeSettings(t *testing.T) {
 	}
 	for k := range inReadme {
 		t.Errorf("README documents %s, which the code does not read", k)
+	}
+}
+
+// TestReadmeMetrics: every lastevent_ metric /metrics serves (Redis mode's
+// included) is in README's metrics table, and the table names no other.
+func TestReadmeMetrics(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inReadme := map[string]bool{}
+	for _, row := range regexp.MustCompile("(?m)^\\| (`lastevent_[^|]+)\\|").FindAllSubmatch(b, -1) {
+		for _, m := range regexp.MustCompile("`(lastevent_[a-z_]+)").FindAllSubmatch(row[1], -1) {
+			inReadme[string(m[1])] = true
+		}
+	}
+	cfg, _, err := LoadConfig([]string{"LASTEVENT_UPSTREAM_URL=http://127.0.0.1:1", "LASTEVENT_STORE=redis", "LASTEVENT_REDIS_URL=redis://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHub(&cfg, zerolog.Nop())
+	var out bytes.Buffer
+	h.metrics.set.WritePrometheus(&out)
+	served := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^(lastevent_[a-z_]+?)(_bucket|_sum|_count)?[{ ]").FindAllSubmatch(out.Bytes(), -1) {
+		served[string(m[1])] = true
+	}
+	if len(served) < 20 {
+		t.Fatalf("only %d metrics served:\n%s", len(served), out.String())
+	}
+	for name := range served {
+		if !inReadme[name] {
+			t.Errorf("/metrics serves %s, README's metrics table lacks it", name)
+		}
+	}
+	for name := range inReadme {
+		if !served[name] {
+			t.Errorf("README's metrics table names %s, which /metrics does not serve", name)
+		}
 	}
 }
