@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -13,51 +14,76 @@ import (
 // client that then sent nothing held 16 MiB for fasthttp's 60 s read timeout,
 // some 80 bytes each, for every connection.
 //
-// A body counts from its head (HeaderReceived) until the handler is done with
-// it, at the buffer fasthttp takes for it: its declared length rounded up to a
-// power of two (bodyBuffer), a chunked one's at LASTEVENT_MAX_BODY_BYTES (it
-// may grow that far); bodies of at most smallBody bytes do not count (the
-// connection's head buffer is larger). A head whose body does not fit gets
-// 503. The budget is kept per request head: fasthttp reuses one RequestHeader
-// for the requests of a connection, one after the other, so a head that
-// arrives on a header still holding a body (a request that ended without
-// reaching the handler or the error handler) gives that body back first.
+// A body counts from its head (HeaderReceived) until the handler or the error
+// handler is done with it, at the buffer fasthttp takes for it: its declared
+// length rounded up to a power of two (bodyBuffer). Bodies of at most
+// smallBody bytes do not count (the connection's head buffer is larger), nor
+// chunked ones: fasthttp grows their buffer as their bytes arrive, so they
+// cost what a client sends, not what it declares. A head whose body does not
+// fit gets 503.
+//
+// The count is kept per request head: fasthttp reuses one RequestHeader for
+// the requests of a connection, one after the other, so a head that arrives
+// on a header still holding a body gives that body back first. fasthttp calls
+// neither hook in a few cases (a "100 Continue" that cannot be written, a
+// connection closed at shutdown); a count older than maxBodyAge is taken for
+// one of those and given back, so no such case shrinks the budget for good.
 type bodyBudget struct {
 	max, maxBody int64
 
-	mu   sync.Mutex
-	used int64
-	held map[*fasthttp.RequestHeader]int64 // > 0 counted, -1 refused
+	mu     sync.Mutex
+	used   int64
+	held   map[*fasthttp.RequestHeader]heldBody
+	swept  time.Time
+	now    func() time.Time
+	maxAge time.Duration
+}
+
+type heldBody struct {
+	n  int64 // > 0 counted, -1 refused
+	at time.Time
 }
 
 // smallBody is the size up to which a body is not counted.
 const smallBody = 4 << 10
 
+// maxBodyAge is how long a body may count: past fasthttp's 60 s read of the
+// request (head and body), and a handler's upstream answer
+// (LASTEVENT_UPSTREAM_TIMEOUT).
+const maxBodyAge = 3 * time.Minute
+
 func newBodyBudget(maxMemory int64, maxBody int) *bodyBudget {
-	return &bodyBudget{max: maxMemory, maxBody: int64(maxBody), held: make(map[*fasthttp.RequestHeader]int64)}
+	return &bodyBudget{max: maxMemory, maxBody: int64(maxBody), held: make(map[*fasthttp.RequestHeader]heldBody),
+		now: time.Now, maxAge: maxBodyAge}
 }
 
 // headerReceived is fasthttp's HeaderReceived: it counts h's body, or makes
 // fasthttp refuse it (a body limit it exceeds: ErrBodyTooLarge, which
 // refused then tells from a body over LASTEVENT_MAX_BODY_BYTES).
 func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	n := int64(h.ContentLength())
-	if n == -1 { // chunked
-		n = b.maxBody
-	}
+	n := int64(h.ContentLength()) // -1 chunked, -2 none
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.giveLocked(h)
+	now := b.now()
+	if now.Sub(b.swept) > time.Second {
+		b.swept = now
+		for k, e := range b.held {
+			if now.Sub(e.at) > b.maxAge {
+				b.giveLocked(k)
+			}
+		}
+	}
 	if n <= smallBody || n > b.maxBody {
 		return fasthttp.RequestConfig{} // not counted, or refused by fasthttp with 413
 	}
 	n = bodyBuffer(n)
 	if b.used+n > b.max {
-		b.held[h] = -1
+		b.held[h] = heldBody{n: -1, at: now}
 		return fasthttp.RequestConfig{MaxRequestBodySize: smallBody}
 	}
 	b.used += n
-	b.held[h] = n
+	b.held[h] = heldBody{n: n, at: now}
 	return fasthttp.RequestConfig{}
 }
 
@@ -70,15 +96,15 @@ func (b *bodyBudget) done(h *fasthttp.RequestHeader) (refused bool) {
 }
 
 func (b *bodyBudget) giveLocked(h *fasthttp.RequestHeader) (refused bool) {
-	n, ok := b.held[h]
+	e, ok := b.held[h]
 	if !ok {
 		return false
 	}
 	delete(b.held, h)
-	if n > 0 {
-		b.used -= n
+	if e.n > 0 {
+		b.used -= e.n
 	}
-	return n < 0
+	return e.n < 0
 }
 
 // inUse is the memory counted now.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -45,12 +46,43 @@ func TestBodyBudget(t *testing.T) {
 		t.Fatalf("after done: in use %d, want 16 MiB", b.inUse())
 	}
 	// The next request on c's header (its connection) without a done.
-	c.SetContentLength(-1) // chunked: counted at LASTEVENT_MAX_BODY_BYTES's buffer
-	if cfg := b.headerReceived(c); cfg.MaxRequestBodySize != 0 || b.inUse() != 16<<20 {
+	c.SetContentLength(6 << 20)
+	if cfg := b.headerReceived(c); cfg.MaxRequestBodySize != 0 || b.inUse() != 8<<20 {
 		t.Fatalf("a new head on a header still holding a body: %+v, in use %d; want the old given back, the new counted", cfg, b.inUse())
 	}
 	b.done(c)
 	if b.inUse() != 0 || len(b.held) != 0 {
 		t.Fatalf("all done: in use %d, %d held", b.inUse(), len(b.held))
+	}
+	// Chunked: it costs what arrives, and is not counted.
+	ch := head(-1)
+	if cfg := b.headerReceived(ch); cfg.MaxRequestBodySize != 0 || b.inUse() != 0 {
+		t.Fatalf("a chunked body: %+v, in use %d; want not counted", cfg, b.inUse())
+	}
+}
+
+// A count no hook gave back (fasthttp skips both in a few cases) expires
+// after maxAge, so it cannot shrink the budget for good; one within its age
+// stays.
+func TestBodyBudgetExpires(t *testing.T) {
+	b := newBodyBudget(32<<20, 10<<20)
+	now := time.Unix(1000, 0)
+	b.now = func() time.Time { return now }
+	lost := &fasthttp.RequestHeader{}
+	lost.SetContentLength(10 << 20)
+	b.headerReceived(lost) // never done: its connection ended unseen
+	now = now.Add(b.maxAge / 2)
+	young := &fasthttp.RequestHeader{}
+	young.SetContentLength(10 << 20)
+	b.headerReceived(young)
+	full := &fasthttp.RequestHeader{}
+	full.SetContentLength(10 << 20)
+	if cfg := b.headerReceived(full); cfg.MaxRequestBodySize != smallBody {
+		t.Fatalf("a third 16 MiB body in 32 MiB: %+v, want refused", cfg)
+	}
+	b.done(full)
+	now = now.Add(b.maxAge/2 + 2*time.Second)
+	if cfg := b.headerReceived(full); cfg.MaxRequestBodySize != 0 || b.inUse() != 32<<20 {
+		t.Fatalf("after the lost count's age: %+v, in use %d; want it given back and this one counted beside the young one", cfg, b.inUse())
 	}
 }

@@ -36,10 +36,14 @@ const upstreamReadBuffer = 8 << 10
 func newStreamClient(cfg *Config, conns *connSet) *fasthttp.Client {
 	d := &net.Dialer{Timeout: cfg.UpstreamTimeout, KeepAlive: 15 * time.Second}
 	return &fasthttp.Client{
-		Name:                          "lastevent",
-		NoDefaultUserAgentHeader:      true,
-		StreamResponseBody:            true,
-		MaxConnsPerHost:               cfg.UpstreamMaxConnections,
+		Name:                     "lastevent",
+		NoDefaultUserAgentHeader: true,
+		StreamResponseBody:       true,
+		MaxConnsPerHost:          cfg.UpstreamMaxConnections,
+		// At the limit, wait for a connection to come free rather than fail
+		// at once: a stream that just ended (one that lingered, ended for a
+		// new one) gives its connection back a moment later.
+		MaxConnWaitTimeout:            cfg.UpstreamTimeout,
 		MaxIdleConnDuration:           time.Second,
 		MaxResponseBodySize:           cfg.MaxBodyBytes,
 		ReadBufferSize:                upstreamReadBuffer, // also bounds the upstream's response header
@@ -53,11 +57,11 @@ func newStreamClient(cfg *Config, conns *connSet) *fasthttp.Client {
 				return nil, err
 			}
 			sc := newStreamConn(c, cfg.UpstreamTimeout, cfg.UpstreamIdleTimeout)
+			sc.set = conns // before add: closeAll may close it from then on
 			if !conns.add(sc) {
 				sc.Close()
 				return nil, errStopped // shutting down
 			}
-			sc.set = conns
 			return sc, nil
 		},
 	}
@@ -214,6 +218,9 @@ func (c *streamConn) scanHead(b []byte) {
 	for _, x := range b {
 		switch x {
 		case '\n':
+			if !c.status.started {
+				continue // empty lines before a status line (fasthttp skips them)
+			}
 			if c.lineEmpty {
 				if !c.status.interim() {
 					c.inHead.Store(false)
@@ -228,16 +235,17 @@ func (c *streamConn) scanHead(b []byte) {
 		case '\r':
 		default:
 			c.lineEmpty = false
+			c.status.started = true
 			c.status.scan(x)
 		}
 	}
 }
 
 // headStatus reads the status code off a head's first line ("HTTP/1.1 103
-// Early Hints"): the digits after its first space, up to the next space.
+// Early Hints"): the digits after its first spaces, up to the next space.
 type headStatus struct {
-	lineDone, spaced, ended bool
-	digits, code            int
+	started, lineDone, spaced, ended bool
+	digits, code                     int
 }
 
 func (h *headStatus) scan(x byte) {
@@ -245,6 +253,7 @@ func (h *headStatus) scan(x byte) {
 	case h.lineDone || h.ended:
 	case !h.spaced:
 		h.spaced = x == ' '
+	case x == ' ' && h.digits == 0: // more spaces before the code
 	case x >= '0' && x <= '9' && h.digits < 4:
 		h.code = h.code*10 + int(x-'0')
 		h.digits++

@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// startBodyServer runs a lastevent Server in process in front of an upstream
+// that reads request bodies and answers 200 with their length.
+func startBodyServer(t *testing.T, env ...string) (addr string) {
+	t.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "got %d", n)
+	}))
+	t.Cleanup(up.Close)
+	cfg, _, err := LoadConfig(append([]string{
+		"LASTEVENT_UPSTREAM_URL=" + up.URL,
+		"LASTEVENT_LISTEN_ADDR=127.0.0.1:0",
+		"LASTEVENT_ADMIN_ADDR=127.0.0.1:0",
+	}, env...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(&cfg, zerolog.Nop(), "test")
+	go func() { _ = srv.Serve(ln, adminLn) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return ln.Addr().String()
+}
+
+func postStatus(t *testing.T, addr string, body []byte) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body)); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = c.Write(body) }() // a refused body is answered before it is sent
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A chunked request whose connection ends (FIN) at a chunk boundary: fasthttp
+// reads io.EOF at the chunk size, takes it for a keep-alive connection
+// closing, and calls neither the handler nor the ErrorHandler. Such a body
+// must not stay counted: chunked bodies are not counted at all (they cost
+// what arrives), so uploads still go through afterwards. (When they were
+// counted, at LASTEVENT_MAX_BODY_BYTES's 16 MiB buffer, two of these filled
+// 32 MiB for good and every body over 4 KiB got 503.)
+func TestBodyBudgetAfterChunkedEOF(t *testing.T) {
+	for _, tail := range []string{"", "5\r\nhello\r\n"} {
+		t.Run(fmt.Sprintf("after %q", tail), func(t *testing.T) {
+			addr := startBodyServer(t, "LASTEVENT_MAX_BODY_MEMORY=32MiB")
+			body := bytes.Repeat([]byte("b"), 5<<20)
+			if st := postStatus(t, addr, body); st != 200 {
+				t.Fatalf("a 5 MiB upload before: %d, want 200", st)
+			}
+			// Two at once (two ctxs), so that the budget (32 MiB, 16 MiB each) is full.
+			var conns []net.Conn
+			for range 2 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+tail); err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			time.Sleep(300 * time.Millisecond) // both heads read, both bodies counted
+			for _, c := range conns {
+				c.(*net.TCPConn).CloseWrite() // FIN at a chunk boundary
+			}
+			for _, c := range conns {
+				_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+				b, _ := io.ReadAll(c) // the server closes without answering
+				t.Logf("answer to the cut chunked request: %q", b)
+				c.Close()
+			}
+			time.Sleep(200 * time.Millisecond)
+			runtime.GC()
+			runtime.GC()
+			runtime.GC()
+			for i := range 3 {
+				if st := postStatus(t, addr, body); st != 200 {
+					t.Fatalf("a 5 MiB upload (%d) after two chunked requests cut at a chunk boundary: %d, want 200 (the budget leaked)", i, st)
+				}
+			}
+		})
+	}
+}
