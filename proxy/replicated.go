@@ -137,6 +137,42 @@ func (s *stream) relabel(seq uint64) {
 	h.mu.Lock()
 	h.byLabel[gen] = s
 	h.mu.Unlock()
+	s.pruneLabels()
+}
+
+// pruneLabels drops the oldest labels past maxLabels whose frames have all
+// left the local log: a resume of any of their ids could only be told
+// evicted, and is now told system-sync. Without it every failed Redis append
+// (a Redis that stalls now and then) added a label, with an alias record
+// refreshed in Redis, for the life of the stream. The first label, the
+// stream's own generation, stays.
+func (s *stream) pruneLabels() {
+	r, h := s.rep, s.hub
+	oldest, newest := s.log.Bounds()
+	if oldest > newest {
+		return // empty: nothing says which frames are gone
+	}
+	r.labelsMu.Lock()
+	ls := s.labelList()
+	drop := 0
+	for len(ls)-drop > maxLabels && 2+drop < len(ls) && ls[2+drop].from < oldest {
+		drop++
+	}
+	if drop == 0 {
+		r.labelsMu.Unlock()
+		return
+	}
+	gone := append([]label(nil), ls[1:1+drop]...)
+	kept := append(append(make([]label, 0, len(ls)-drop), ls[0]), ls[1+drop:]...)
+	s.labels.Store(&kept)
+	r.labelsMu.Unlock()
+	h.mu.Lock()
+	for _, l := range gone {
+		if h.byLabel[l.gen] == s {
+			delete(h.byLabel, l.gen)
+		}
+	}
+	h.mu.Unlock()
 }
 
 // relabelAbove makes the ids this owner issues from now on sort above id: a

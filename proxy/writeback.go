@@ -377,6 +377,33 @@ func (s *stream) stopRenewLoop() {
 	r.stopRenew, r.renewDone = nil, nil
 }
 
+// lostLog starts the write-back of an owner whose log st Redis no longer has.
+// It takes wmu without waiting on it while stop is open: writeBack holds wmu
+// while it stops this loop.
+func (s *stream) lostLog(st *redisstore.Store, stop chan struct{}) {
+	r := s.rep
+	for !r.wmu.TryLock() {
+		select {
+		case <-stop:
+			return
+		case <-s.stop:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	defer r.wmu.Unlock()
+	if r.st() != st || r.pendingFrom != 0 || r.role.Load() != roleOwner {
+		return // moved on, or a write-back is on its way already
+	}
+	s.flushLocked() // staged frames: their append fails and starts it
+	if r.pendingFrom == 0 {
+		next := s.seq.Load() + 1
+		s.relabel(next)
+		r.pendingFrom = next
+		s.startWriteBack()
+	}
+}
+
 func (s *stream) renewLoop(st *redisstore.Store, stop, done chan struct{}) {
 	defer close(done)
 	h := s.hub
@@ -417,9 +444,18 @@ func (s *stream) renewLoop(st *redisstore.Store, stop, done chan struct{}) {
 			s.rep.demote.Store(true)
 			s.closeBody()
 			return
+		case errors.Is(err, redisstore.ErrUnknownGeneration):
+			// The log is gone (Redis restarted empty). Waiting for the next
+			// append to find that out left a quiet owner reading the
+			// upstream beside the stream another replica opened for the key
+			// meanwhile, for as long as the upstream stayed quiet. Do what a
+			// failed append does: a new label from the next frame on, and a
+			// write-back that makes a log of it and settles the key.
+			s.lostLog(st, stop)
+			return
 		default:
-			// Unknown generation or no answer: the next append finds out
-			// and the owner goes on alone; keep trying.
+			// No answer: the next append finds out and the owner goes on
+			// alone; keep trying.
 			t.Reset(lease / 6)
 		}
 	}
