@@ -25,8 +25,16 @@ func startBodyServer(t *testing.T, env ...string) (addr string) {
 		fmt.Fprintf(w, "got %d", n)
 	}))
 	t.Cleanup(up.Close)
+	_, addr = serveInProcess(t, up.URL, zerolog.Nop(), env...)
+	return addr
+}
+
+// serveInProcess runs a lastevent Server for upstream on loopback ports
+// until the test ends; it returns the server and its client address.
+func serveInProcess(t *testing.T, upstream string, log zerolog.Logger, env ...string) (*Server, string) {
+	t.Helper()
 	cfg, _, err := LoadConfig(append([]string{
-		"LASTEVENT_UPSTREAM_URL=" + up.URL,
+		"LASTEVENT_UPSTREAM_URL=" + upstream,
 		"LASTEVENT_LISTEN_ADDR=127.0.0.1:0",
 		"LASTEVENT_ADMIN_ADDR=127.0.0.1:0",
 	}, env...))
@@ -41,14 +49,14 @@ func startBodyServer(t *testing.T, env ...string) (addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(&cfg, zerolog.Nop(), "test")
+	srv := NewServer(&cfg, log, "test")
 	go func() { _ = srv.Serve(ln, adminLn) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return ln.Addr().String()
+	return srv, ln.Addr().String()
 }
 
 func postStatus(t *testing.T, addr string, body []byte) int {

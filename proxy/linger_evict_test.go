@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -25,36 +23,14 @@ func TestEndedLingeringStreamFreesItsConnectionFirst(t *testing.T) {
 	up := tickUpstream(quit)
 	defer up.Close()
 	defer close(quit)
-	cfg, _, err := LoadConfig([]string{
-		"LASTEVENT_UPSTREAM_URL=" + up.URL,
-		"LASTEVENT_LISTEN_ADDR=127.0.0.1:0",
-		"LASTEVENT_ADMIN_ADDR=127.0.0.1:0",
+	var logs syncBuffer
+	srv, addr := serveInProcess(t, up.URL, zerolog.New(&logs),
 		"LASTEVENT_MODE=shared",
 		"LASTEVENT_LINGER=60s",
 		"LASTEVENT_HEARTBEAT=20ms",
 		"LASTEVENT_UPSTREAM_MAX_CONNECTIONS=1",
 		"LASTEVENT_UPSTREAM_BACKOFF_MIN=2s",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
-	srv := NewServer(&cfg, zerolog.New(&logs), "test")
-	go func() { _ = srv.Serve(ln, adminLn) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}()
-	addr := ln.Addr().String()
+	)
 
 	const rounds = 10
 	slow := 0
