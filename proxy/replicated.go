@@ -128,11 +128,21 @@ func (s *stream) labelRange(gen replay.Gen) (lo, hi uint64, ok bool) {
 // its ids must differ from any a new owner could issue for the same
 // sequences.
 func (s *stream) relabel(seq uint64) {
+	s.useLabel(s.nextLabel(), seq)
+}
+
+// nextLabel is a generation above every label of the stream.
+func (s *stream) nextLabel() replay.Gen {
 	h := s.hub
 	for _, l := range s.labelList() {
 		h.gens.Observe(l.gen)
 	}
-	gen := h.gens.Next()
+	return h.gens.Next()
+}
+
+// useLabel makes gen the label of the ids from seq on.
+func (s *stream) useLabel(gen replay.Gen, seq uint64) {
+	h := s.hub
 	s.addLabel(gen, seq)
 	h.mu.Lock()
 	h.byLabel[gen] = s
@@ -442,13 +452,16 @@ func (s *stream) tryAcquire(st *redisstore.Store) bool {
 	// gone on alone under a label of its own (cut off from Redis, see
 	// flushLocked), and this one is newer than it, so a client moving from that
 	// owner to this stream still sees increasing ids (after a sync event).
-	s.relabel(m.Newest + 1)
-	ls := s.labelList()
-	if err := st.SetAlias(ctx, ls[len(ls)-1].gen, m.Newest+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
+	// The label is announced in Redis before it is used: a takeover that
+	// fails there leaves no label behind (sync events of this follower
+	// carried its generation, which no frame has).
+	gen := s.nextLabel()
+	if err := st.SetAlias(ctx, gen, m.Newest+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
 		h.reps.report(err)
 		_ = st.Release(ctx)
 		return false
 	}
+	s.useLabel(gen, m.Newest+1)
 	s.upLastID = append(s.upLastID[:0], m.UpstreamID...)
 	r.role.Store(roleOwner)
 	h.log.Info().Str("stream", genText(s.gen)).Uint64("seq", m.Newest).Msg("took the stream over")
