@@ -28,6 +28,8 @@ import (
 // neither hook in a few cases (a "100 Continue" that cannot be written, a
 // connection closed at shutdown); a count older than maxBodyAge is taken for
 // one of those and given back, so no such case shrinks the budget for good.
+// A body whose handler runs (handling) is not one of those: it counts until
+// the handler is done, however long its upstream's answer takes.
 type bodyBudget struct {
 	max, maxBody int64
 
@@ -42,6 +44,9 @@ type bodyBudget struct {
 type heldBody struct {
 	n  int64 // > 0 counted, -1 refused
 	at time.Time
+	// inHandler: the handler has the body; done gives it back, the sweep
+	// of lost counts leaves it.
+	inHandler bool
 }
 
 // smallBody is the size up to which a body is not counted.
@@ -69,7 +74,7 @@ func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestC
 	if now.Sub(b.swept) > time.Second {
 		b.swept = now
 		for k, e := range b.held {
-			if now.Sub(e.at) > b.maxAge {
+			if !e.inHandler && now.Sub(e.at) > b.maxAge {
 				b.giveLocked(k)
 			}
 		}
@@ -85,6 +90,17 @@ func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestC
 	b.used += n
 	b.held[h] = heldBody{n: n, at: now}
 	return fasthttp.RequestConfig{}
+}
+
+// handling notes that the handler has h's body: its count no longer
+// expires (the handler's done gives it back).
+func (b *bodyBudget) handling(h *fasthttp.RequestHeader) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, ok := b.held[h]; ok {
+		e.inHandler = true
+		b.held[h] = e
+	}
 }
 
 // done gives back what h's body held; refused reports whether the budget
@@ -115,8 +131,12 @@ func (b *bodyBudget) inUse() int64 {
 }
 
 // bodyBuffer is the buffer fasthttp allocates for a body of n bytes: n
-// rounded up to a power of two.
+// rounded up to a power of two, up to 100 MiB (fasthttp's
+// roundUpForSliceCap: larger ones are allocated as they are).
 func bodyBuffer(n int64) int64 {
+	if n > 100<<20 {
+		return n
+	}
 	b := int64(1)
 	for b < n {
 		b <<= 1

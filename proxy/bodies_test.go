@@ -86,3 +86,40 @@ func TestBodyBudgetExpires(t *testing.T) {
 		t.Fatalf("after the lost count's age: %+v, in use %d; want it given back and this one counted beside the young one", cfg, b.inUse())
 	}
 }
+
+// A body whose handler runs (a plain request waiting on a slow upstream
+// answer) counts until the handler is done, past maxAge: the sweep gives back
+// only counts no handler has.
+func TestBodyBudgetHandledBodyDoesNotExpire(t *testing.T) {
+	b := newBodyBudget(32<<20, 10<<20)
+	now := time.Unix(1000, 0)
+	b.now = func() time.Time { return now }
+	slow := &fasthttp.RequestHeader{}
+	slow.SetContentLength(10 << 20)
+	b.headerReceived(slow)
+	b.handling(slow)
+	now = now.Add(2 * b.maxAge)
+	next := &fasthttp.RequestHeader{}
+	next.SetContentLength(10 << 20)
+	b.headerReceived(next)
+	if b.inUse() != 32<<20 {
+		t.Fatalf("in use %d after maxAge, want the handled body still counted beside the new one (32 MiB)", b.inUse())
+	}
+	b.done(slow)
+	b.done(next)
+	if b.inUse() != 0 || len(b.held) != 0 {
+		t.Fatalf("all done: in use %d, %d held", b.inUse(), len(b.held))
+	}
+}
+
+// bodyBuffer follows fasthttp's allocation: powers of two up to 100 MiB,
+// the size itself above.
+func TestBodyBuffer(t *testing.T) {
+	for _, c := range []struct{ n, want int64 }{
+		{1, 1}, {4097, 8192}, {10 << 20, 16 << 20}, {100 << 20, 128 << 20}, {100<<20 + 1, 100<<20 + 1}, {600 << 20, 600 << 20},
+	} {
+		if got := bodyBuffer(c.n); got != c.want {
+			t.Errorf("bodyBuffer(%d) = %d, want %d", c.n, got, c.want)
+		}
+	}
+}

@@ -26,6 +26,7 @@ func NewHandler(h *Hub) *Handler {
 
 // Serve is the fasthttp request handler.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
+	h.bodies.handling(&ctx.Request.Header)
 	defer h.bodies.done(&ctx.Request.Header)
 	if !isSSERequest(ctx) {
 		h.writeIdle(ctx, h.hub.cfg.WriteTimeout)
@@ -154,7 +155,9 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 		req.Header.SetBytesV("Last-Event-ID", lid) // not ours to interpret here
 	}
 	req.Header.SetHost(cfg.Upstream.Host)
-	req.SetBody(ctx.Request.Body())
+	// Not a copy: the body stays ctx's, counted once (bodyBudget), until
+	// the handler is done.
+	req.SetBodyRaw(ctx.Request.Body())
 	// Unchanged means no Content-Type where the other side sent none
 	// (fasthttp would add application/octet-stream and text/plain).
 	req.Header.SetNoDefaultContentType(true)
