@@ -175,7 +175,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	sort.Strings(warnings)
 	cfg, err = raw.Parse()
 	if err == nil && cfg.Mode == ModeSession && cfg.UpstreamMaxConnections < cfg.MaxConnections {
-		warnings = append(warnings, fmt.Sprintf("LASTEVENT_UPSTREAM_MAX_CONNECTIONS=%d is below LASTEVENT_MAX_CONNECTIONS=%d: in session mode every client needs an upstream connection, so clients past %d get heartbeats and no frames",
+		warnings = append(warnings, fmt.Sprintf("LASTEVENT_UPSTREAM_MAX_CONNECTIONS=%d is below LASTEVENT_MAX_CONNECTIONS=%d: in session mode every client needs an upstream connection, so clients past %d wait for a free one (heartbeats, no frames) while the first ones stay",
 			cfg.UpstreamMaxConnections, cfg.MaxConnections, cfg.UpstreamMaxConnections))
 	}
 	return cfg, warnings, err
