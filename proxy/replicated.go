@@ -151,14 +151,26 @@ func (s *stream) useLabel(gen replay.Gen, seq uint64) {
 }
 
 // pruneLabels drops the oldest labels past maxLabels whose frames have all
-// left the local log: a resume of any of their ids could only be told
+// left the local log and the stream's Redis log (a resume reads older
+// frames from there too): a resume of any of their ids could only be told
 // evicted, and is now told system-sync. Without it every failed Redis append
 // (a Redis that stalls now and then) added a label, with an alias record
 // refreshed in Redis, for the life of the stream. The first label, the
-// stream's own generation, stays.
+// stream's own generation, stays. Redis's bounds are the ones it last
+// reported (no round trip: this runs when Redis fails), whose oldest is never
+// newer than the real one, so a label is never dropped too early.
 func (s *stream) pruneLabels() {
 	r, h := s.rep, s.hub
 	oldest, newest := s.log.Bounds()
+	if st := s.redisLog(); st != nil {
+		if o, n := st.KnownBounds(); o <= n {
+			if oldest > newest {
+				oldest, newest = o, n
+			} else {
+				oldest, newest = min(oldest, o), max(newest, n)
+			}
+		}
+	}
 	if oldest > newest {
 		return // empty: nothing says which frames are gone
 	}
@@ -507,10 +519,7 @@ func (s *stream) learnLabel(seq uint64, f []byte) {
 		return
 	}
 	s.hub.gens.Observe(id.Gen)
-	s.addLabel(id.Gen, seq)
-	s.hub.mu.Lock()
-	s.hub.byLabel[id.Gen] = s
-	s.hub.mu.Unlock()
+	s.useLabel(id.Gen, seq)
 }
 
 // followLoop tails the log until the stream stops (ok false), the log is

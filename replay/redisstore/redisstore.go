@@ -687,6 +687,14 @@ func (s *Store) Bounds() (oldest, newest uint64) {
 	return b.oldest, b.newest
 }
 
+// KnownBounds returns the bounds Redis last reported to this Store (at an
+// append, a read, Meta or Bounds), with no round trip: the log's oldest can
+// only have moved on since. Before any report, an empty log.
+func (s *Store) KnownBounds() (oldest, newest uint64) {
+	b := s.last.Load()
+	return b.oldest, b.newest
+}
+
 // Stats implements replay.Store: the frames between the bounds and their
 // bytes (not Redis's memory, which is about 25% more, plus up to one stream
 // node of older entries MAXLEN ~ keeps), with the same fallback as Bounds.
