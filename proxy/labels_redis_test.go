@@ -92,3 +92,65 @@ func TestPruneLabelsKeepsLabelsOfFramesInRedis(t *testing.T) {
 		}
 	}
 }
+
+// A takeover that cannot announce its new label in Redis (SetAlias fails,
+// here refused by an ACL that lets this replica reach only the log's own
+// keys) gives the lease back and leaves no label behind: the follower's sync
+// events would otherwise carry a generation no frame has and no other replica
+// can resolve.
+func TestFailedTakeoverLeavesNoLabel(t *testing.T) {
+	ctx := context.Background()
+	admin := testRedis(t)
+	gens := replay.NewGenerator()
+	gen := gens.Next()
+	// The previous owner: a log of 3 frames, lease released.
+	old, err := redisstore.New(ctx, admin, gen, 100, "old-owner")
+	if old == nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Create(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	f := []byte("data: x\n\n")
+	if err := old.AppendContext(ctx, 1, [][]byte{f, f, f}, "up-3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	meta, _, _ := redisstore.Keys(gen)
+	tag := meta[:len(meta)-len(":meta")]
+	if err := admin.Do(ctx, "ACL", "SETUSER", "follower", "on", ">pw", "~"+tag+"*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	opts := *admin.Options()
+	opts.Username, opts.Password = "follower", "pw"
+	rc := redis.NewClient(&opts)
+	defer rc.Close()
+	st, err := redisstore.New(ctx, rc, gen, 100, "follower")
+	if st == nil {
+		t.Fatal(err)
+	}
+
+	h := &Hub{gens: gens, byLabel: make(map[replay.Gen]*stream), byGen: make(map[replay.Gen]*stream),
+		cfg: &Config{Redis: &RedisConfig{Lease: time.Minute, Retention: time.Minute}}, reps: &replicas{}}
+	h.metrics = newMetrics(h)
+	s := &stream{hub: h, gen: gen, rep: &repState{}, log: replay.NewRing(10, nil)}
+	s.labels.Store(&[]label{{gen: gen}})
+	s.rep.storeP.Store(st)
+	if s.tryAcquire(st) {
+		t.Fatal("took the stream over, though its label could not be announced")
+	}
+	if s.seq.Load() != 3 {
+		t.Fatalf("caught up to %d, want 3 (the attempt got as far as the alias)", s.seq.Load())
+	}
+	if ls := s.labelList(); len(ls) != 1 || len(h.byLabel) != 0 {
+		t.Fatalf("after the failed takeover: labels %v, %d indexed; want only the stream's own", ls, len(h.byLabel))
+	}
+	if id := s.id(3); id.Gen != gen {
+		t.Fatalf("the follower's sync events would carry %v, want the log's %v", id, gen)
+	}
+	if m, err := old.Meta(ctx); err != nil || m.Holder != "" {
+		t.Fatalf("lease after the failed takeover: holder %q (%v), want given back", m.Holder, err)
+	}
+}
