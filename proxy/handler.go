@@ -33,6 +33,10 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		h.proxyPlain(ctx)
 		return
 	}
+	// An event stream's request body is not forwarded: let it go now, or
+	// fasthttp holds it (uncounted once done runs) until the response ends,
+	// which for a stream is its whole life.
+	ctx.Request.ResetBody()
 	r := h.request(ctx)
 	a := h.hub.attach(r)
 	if a.pass != nil {
@@ -162,7 +166,11 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 	// (fasthttp would add application/octet-stream and text/plain).
 	req.Header.SetNoDefaultContentType(true)
 	resp.Header.SetNoDefaultContentType(true)
-	if err := h.plain.Do(req, resp); err != nil {
+	err := h.plain.Do(req, resp)
+	// Forwarded: the body is let go before the answer is written, which a
+	// slow client can make last (done gives its count back then too).
+	ctx.Request.ResetBody()
+	if err != nil {
 		h.hub.log.Warn().Err(err).Bytes("path", ctx.Path()).Msg("upstream request failed")
 		switch {
 		case errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err):
