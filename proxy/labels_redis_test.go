@@ -1,11 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
-	"strconv"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,9 +15,10 @@ import (
 	"github.com/lastevent/lastevent/replay/redisstore"
 )
 
-// testRedis starts a redis-server of the test's own on a loopback port and
-// returns a client of it; it skips without redis-server, unless
-// TEST_REQUIRE_REDIS=1 (CI) makes that a failure.
+// testRedis starts a redis-server of the test's own, on a Unix socket in
+// the test's directory (no port to race for), and returns a client of it; it
+// skips without redis-server, unless TEST_REQUIRE_REDIS=1 (CI) makes that a
+// failure.
 func testRedis(t *testing.T) *redis.Client {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
@@ -27,20 +28,26 @@ func testRedis(t *testing.T) *redis.Client {
 		}
 		t.Skip("redis-server not found")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "redis.sock")
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	setPdeathsig(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), ContextTimeoutEnabled: true})
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	for deadline := time.Now().Add(10 * time.Second); c.Ping(context.Background()).Err() != nil; {
+		select {
+		case <-exited:
+			t.Fatalf("redis-server exited:\n%s", out.String())
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("redis-server did not answer PING within 10 s")
 		}
@@ -152,5 +159,70 @@ func TestFailedTakeoverLeavesNoLabel(t *testing.T) {
 	}
 	if m, err := old.Meta(ctx); err != nil || m.Holder != "" {
 		t.Fatalf("lease after the failed takeover: holder %q (%v), want given back", m.Holder, err)
+	}
+}
+
+// With a Redis log that keeps only its last frames, labels are still
+// pruned past maxLabels: only those of frames in the local log or in Redis
+// stay resolvable.
+func TestPruneLabelsWithShortRedisLog(t *testing.T) {
+	ctx := context.Background()
+	rc := testRedis(t)
+	h := &Hub{gens: replay.NewGenerator(), byLabel: make(map[replay.Gen]*stream), byGen: make(map[replay.Gen]*stream)}
+	s := &stream{hub: h, gen: h.gens.Next(), rep: &repState{}, log: replay.NewRing(10, nil)}
+	s.labels.Store(&[]label{{gen: s.gen}})
+	st, err := redisstore.New(ctx, rc, s.gen, 20, "test-node")
+	if st == nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Create(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	s.rep.storeP.Store(st)
+	f := []byte("data: x\n\n")
+	for seq := uint64(1); seq <= 4*maxLabels; seq++ {
+		s.relabel(seq)
+		if err := st.AppendContext(ctx, seq, [][]byte{f}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.log.Append(seq, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ls := s.labelList()
+	if len(ls) > maxLabels+1 {
+		t.Fatalf("%d labels after %d relabels with a Redis log of ~20 frames, want at most %d", len(ls), 4*maxLabels, maxLabels+1)
+	}
+	oldest, newest := st.KnownBounds()
+	for q := oldest; q <= newest; q++ {
+		if id := s.id(q); id.Gen == s.gen {
+			t.Fatalf("frame %d (in Redis) names the stream's first label: its own was dropped", q)
+		}
+	}
+}
+
+// A follower learns the owner's labels from the frames it follows, and
+// prunes them as an owner does: an owner that relabelled for every frame (a
+// Redis that failed now and then) left it with a label per frame for the
+// stream's life.
+func TestFollowerPrunesLearntLabels(t *testing.T) {
+	h := &Hub{gens: replay.NewGenerator(), byLabel: make(map[replay.Gen]*stream), byGen: make(map[replay.Gen]*stream),
+		cfg: &Config{Redis: &RedisConfig{Lease: time.Minute}}, reps: &replicas{}}
+	h.metrics = newMetrics(h)
+	s := &stream{hub: h, gen: h.gens.Next(), rep: &repState{}, log: replay.NewRing(10, nil)}
+	s.labels.Store(&[]label{{gen: s.gen}})
+	owner := replay.NewGenerator()
+	var last replay.ID
+	for seq := uint64(1); seq <= 4*maxLabels; seq++ {
+		last = replay.ID{Gen: owner.Next(), Seq: seq}
+		if err := s.appendFollowed(seq, []byte("id: "+last.String()+"\ndata: x\n\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(s.labelList()); n > maxLabels+1 {
+		t.Fatalf("the follower has %d labels after %d owner labels, want at most %d", n, 4*maxLabels, maxLabels+1)
+	}
+	if got := s.id(last.Seq); got != last {
+		t.Fatalf("the newest frame's id on the follower: %v, want the owner's %v", got, last)
 	}
 }
