@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"net"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 )
 
@@ -121,5 +124,66 @@ func TestBodyBuffer(t *testing.T) {
 		if got := bodyBuffer(c.n); got != c.want {
 			t.Errorf("bodyBuffer(%d) = %d, want %d", c.n, got, c.want)
 		}
+	}
+}
+
+// Serve marks the body it handles: a plain request waiting on an upstream
+// that has not answered keeps its count past maxAge, while the sweep that
+// the next head runs gives back only counts no handler has.
+func TestServeMarksItsBodyHandled(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := up.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = c.Read(make([]byte, 1)) // the request arrived; no answer
+		got <- c
+	}()
+	cfg, _, err := LoadConfig([]string{"LASTEVENT_UPSTREAM_URL=http://" + up.Addr().String(), "LASTEVENT_UPSTREAM_TIMEOUT=30s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := NewHub(&cfg, zerolog.Nop())
+	defer hub.Close()
+	h := NewHandler(hub)
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	h.bodies.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+
+	var req fasthttp.Request
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("/up")
+	req.SetBody(make([]byte, 10<<20))
+	req.Header.SetContentLength(10 << 20)
+	ctx := &fasthttp.RequestCtx{}
+	ctx.Init(&req, nil, nil)
+	h.bodies.headerReceived(&ctx.Request.Header) // as fasthttp does when the head arrives
+	served := make(chan struct{})
+	go func() { defer close(served); h.Serve(ctx) }()
+	var c net.Conn
+	select {
+	case c = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the upstream")
+	}
+	mu.Lock()
+	now = now.Add(2 * h.bodies.maxAge)
+	mu.Unlock()
+	next := &fasthttp.RequestHeader{}
+	next.SetContentLength(10 << 20)
+	h.bodies.headerReceived(next) // sweeps the counts older than maxAge
+	if n := h.bodies.inUse(); n != 32<<20 {
+		t.Fatalf("in use %d MiB while Serve waits on the upstream, want 32 (its body and the next)", n>>20)
+	}
+	c.Close() // the upstream goes: Serve answers and gives its body back
+	<-served
+	if n := h.bodies.inUse(); n != 16<<20 {
+		t.Fatalf("in use %d MiB after Serve, want 16 (the next body)", n>>20)
 	}
 }
