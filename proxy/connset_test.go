@@ -31,7 +31,7 @@ func TestConnSetCloseAllDuringDial(t *testing.T) {
 	for range 20 {
 		cs := newConnSet()
 		cl := newStreamClient(cfg, cs)
-		done := make(chan struct{})
+		done, dialFailed := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
 			for {
@@ -42,12 +42,20 @@ func TestConnSetCloseAllDuringDial(t *testing.T) {
 					cs.closeAll()
 					return
 				}
+				select {
+				case <-dialFailed: // nothing will be added
+					return
+				default:
+				}
 			}
 		}()
 		c, err := cl.Dial(ln.Addr().String())
-		if err == nil {
-			defer c.Close()
+		if err != nil {
+			close(dialFailed)
+			<-done
+			t.Fatalf("dial: %v", err)
 		}
+		defer c.Close()
 		<-done
 		cs.mu.Lock()
 		left := len(cs.m)
