@@ -56,17 +56,15 @@ func testRedis(t *testing.T) *redis.Client {
 	return c
 }
 
-// An owner's Redis log keeps more frames than its local log (a takeover
-// starts the local log at its point; LASTEVENT_MAX_MEMORY shrinks rings), and
-// a resume reads those from Redis: their labels must stay past maxLabels, or
-// a resume that Redis could serve is told system-sync.
-func TestPruneLabelsKeepsLabelsOfFramesInRedis(t *testing.T) {
+// ownerWithRedisLog is a stream that owns a new Redis log keeping about
+// capacity frames, with a local log of 10.
+func ownerWithRedisLog(t *testing.T, capacity int) (*stream, *redisstore.Store) {
+	t.Helper()
 	ctx := context.Background()
-	rc := testRedis(t)
 	h := &Hub{gens: replay.NewGenerator(), byLabel: make(map[replay.Gen]*stream), byGen: make(map[replay.Gen]*stream)}
 	s := &stream{hub: h, gen: h.gens.Next(), rep: &repState{}, log: replay.NewRing(10, nil)}
 	s.labels.Store(&[]label{{gen: s.gen}})
-	st, err := redisstore.New(ctx, rc, s.gen, 1000, "test-node")
+	st, err := redisstore.New(ctx, testRedis(t), s.gen, capacity, "test-node")
 	if st == nil {
 		t.Fatal(err)
 	}
@@ -74,6 +72,17 @@ func TestPruneLabelsKeepsLabelsOfFramesInRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.rep.storeP.Store(st)
+	return s, st
+}
+
+// An owner's Redis log keeps more frames than its local log (a takeover
+// starts the local log at its point; LASTEVENT_MAX_MEMORY shrinks rings), and
+// a resume reads those from Redis: their labels must stay past maxLabels, or
+// a resume that Redis could serve is told system-sync.
+func TestPruneLabelsKeepsLabelsOfFramesInRedis(t *testing.T) {
+	ctx := context.Background()
+	s, st := ownerWithRedisLog(t, 1000)
+	h := s.hub
 	f := []byte("data: x\n\n")
 	const n = 3 * maxLabels
 	for seq := uint64(1); seq <= n; seq++ {
@@ -167,18 +176,7 @@ func TestFailedTakeoverLeavesNoLabel(t *testing.T) {
 // stay resolvable.
 func TestPruneLabelsWithShortRedisLog(t *testing.T) {
 	ctx := context.Background()
-	rc := testRedis(t)
-	h := &Hub{gens: replay.NewGenerator(), byLabel: make(map[replay.Gen]*stream), byGen: make(map[replay.Gen]*stream)}
-	s := &stream{hub: h, gen: h.gens.Next(), rep: &repState{}, log: replay.NewRing(10, nil)}
-	s.labels.Store(&[]label{{gen: s.gen}})
-	st, err := redisstore.New(ctx, rc, s.gen, 20, "test-node")
-	if st == nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Create(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	s.rep.storeP.Store(st)
+	s, st := ownerWithRedisLog(t, 20)
 	f := []byte("data: x\n\n")
 	for seq := uint64(1); seq <= 4*maxLabels; seq++ {
 		s.relabel(seq)

@@ -126,6 +126,18 @@ func isTimeoutErr(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// heapAfterGC is heapInUse after two collections (LASTEVENT_PPROF=true): a
+// buffer let go is gone, pooled ones included (a pool survives one).
+func heapAfterGC(t *testing.T, p *proc) float64 {
+	t.Helper()
+	for range 2 {
+		if code, b := p.adminGet(t, "/debug/pprof/heap?gc=1"); code != 200 {
+			t.Fatalf("/debug/pprof/heap: %d %s", code, b)
+		}
+	}
+	return heapInUse(t, p)
+}
+
 // TestStreamRequestBodyLetGo: an event stream request's body is not
 // forwarded, and is let go when its stream starts. fasthttp kept it until
 // the response ended, which for a stream is its whole life, after the
@@ -134,15 +146,7 @@ func isTimeoutErr(err error) bool {
 func TestStreamRequestBodyLetGo(t *testing.T) {
 	up := startUpstream(t)
 	p := startProxy(t, up.URL(), "LASTEVENT_PPROF=true")
-	collected := func() float64 {
-		for range 2 { // twice: a pooled buffer survives one collection
-			if code, b := p.adminGet(t, "/debug/pprof/heap?gc=1"); code != 200 {
-				t.Fatalf("/debug/pprof/heap: %d %s", code, b)
-			}
-		}
-		return heapInUse(t, p)
-	}
-	before := collected()
+	before := heapAfterGC(t, p)
 	body := bytes.Repeat([]byte("b"), 10<<20)
 	for i := range 4 {
 		c, err := net.Dial("tcp", p.Addr)
@@ -163,7 +167,7 @@ func TestStreamRequestBodyLetGo(t *testing.T) {
 			t.Fatalf("stream %d: status %d, Content-Type %q", i, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
 	}
-	grown := collected() - before
+	grown := heapAfterGC(t, p) - before
 	t.Logf("4 open streams whose requests had 10 MiB bodies: heap grew %.1f MiB", grown/(1<<20))
 	if grown > 24<<20 {
 		t.Errorf("4 open streams whose requests had 10 MiB bodies hold %.0f MiB more heap; want their bodies let go", grown/(1<<20))
@@ -178,15 +182,7 @@ func TestStreamRequestBodyLetGo(t *testing.T) {
 func TestPlainRequestBodyLetGoAfterForwarding(t *testing.T) {
 	up := startUpstream(t)
 	p := startProxy(t, up.URL(), "LASTEVENT_PPROF=true", "LASTEVENT_WRITE_TIMEOUT=60s")
-	collected := func() float64 {
-		for range 2 { // twice: a pooled buffer survives one collection
-			if code, b := p.adminGet(t, "/debug/pprof/heap?gc=1"); code != 200 {
-				t.Fatalf("/debug/pprof/heap: %d %s", code, b)
-			}
-		}
-		return heapInUse(t, p)
-	}
-	before := collected()
+	before := heapAfterGC(t, p)
 	const n = 3
 	body := bytes.Repeat([]byte("b"), 8<<20)
 	for range n {
@@ -208,7 +204,7 @@ func TestPlainRequestBodyLetGoAfterForwarding(t *testing.T) {
 			t.Fatalf("the answer's first bytes: %q, %v", first, err)
 		}
 	}
-	grown := collected() - before
+	grown := heapAfterGC(t, p) - before
 	t.Logf("%d plain answers not read: heap %.1f MiB above the start", n, grown/(1<<20))
 	if grown > 40<<20 {
 		t.Errorf("%d stalled plain answers of 8 MiB requests hold %.0f MiB; want their request bodies let go (24-32 MiB with that, 48-56 MiB without, 4 runs each)", n, grown/(1<<20))
