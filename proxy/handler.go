@@ -160,7 +160,7 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 	}
 	req.Header.SetHost(cfg.Upstream.Host)
 	// Not a copy: the body stays ctx's, counted once (bodyBudget), until
-	// the handler is done.
+	// it is let go after Do below.
 	req.SetBodyRaw(ctx.Request.Body())
 	// Unchanged means no Content-Type where the other side sent none
 	// (fasthttp would add application/octet-stream and text/plain).

@@ -229,10 +229,7 @@ func (s *stream) relabelAbove(id replay.ID) bool {
 			return false
 		}
 	}
-	s.addLabel(gen, head+1)
-	h.mu.Lock()
-	h.byLabel[gen] = s
-	h.mu.Unlock()
+	s.useLabel(gen, head+1)
 	return true
 }
 
@@ -410,10 +407,7 @@ func (s *stream) setupFollow(gen replay.Gen) (owner bool, err error) {
 	r.storeP.Store(st)
 	r.redisGen.Store(&gen)
 	if gen != s.gen {
-		s.addLabel(gen, 1)
-		h.mu.Lock()
-		h.byLabel[gen] = s
-		h.mu.Unlock()
+		s.useLabel(gen, 1)
 	}
 	s.base.Store(m.Newest)
 	s.seq.Store(m.Newest)
