@@ -115,8 +115,24 @@ func (c *client) WriteTo(w io.Writer) (int64, error) {
 	defer c.Close()
 	started := time.Now()
 	outcome, err := c.loop(w)
+	if err == nil {
+		c.endDeadline()
+	}
 	c.logDone(started, outcome)
 	return 0, err
+}
+
+// endDeadline gives the write of the response's end (fasthttp's terminating
+// chunk, once WriteTo returns) a whole LASTEVENT_WRITE_TIMEOUT: the deadline
+// touch set at the last write may have passed while the client was idle,
+// which would cut the response off without its end. Not inlined, so that
+// WriteTo's frame stays small.
+//
+//go:noinline
+func (c *client) endDeadline() {
+	if c.conn != nil {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(c.s.hub.cfg.WriteTimeout))
+	}
 }
 
 func (c *client) logDone(started time.Time, outcome string) {
