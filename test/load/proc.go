@@ -14,12 +14,13 @@ const clockTicks = 100
 
 // ProcSample is the CPU and memory of a process tree at one moment.
 type ProcSample struct {
-	CPUSeconds float64 // utime + stime, all processes
-	RSSKiB     int64   // VmRSS, summed
-	HWMKiB     int64   // VmHWM (peak RSS), summed
-	Procs      int
-	SyscR      int64 // read-family syscalls (/proc/<pid>/io syscr), summed
-	SyscW      int64 // write-family syscalls (syscw), summed
+	CPUSeconds  float64 // utime + stime, all processes
+	UserSeconds float64 // utime alone: CPUSeconds minus it is the kernel's share
+	RSSKiB      int64   // VmRSS, summed
+	HWMKiB      int64   // VmHWM (peak RSS), summed
+	Procs       int
+	SyscR       int64 // read-family syscalls (/proc/<pid>/io syscr), summed
+	SyscW       int64 // write-family syscalls (syscw), summed
 }
 
 // Sample reads /proc for pid alone.
@@ -33,7 +34,7 @@ func SampleTree(pid int) (ProcSample, error) {
 func sample(pids []int) (ProcSample, error) {
 	var s ProcSample
 	for i, p := range pids {
-		cpu, err := procCPU(p)
+		cpu, user, err := procCPU(p)
 		if err != nil {
 			if i == 0 {
 				return s, err
@@ -45,6 +46,7 @@ func sample(pids []int) (ProcSample, error) {
 			continue
 		}
 		s.CPUSeconds += cpu
+		s.UserSeconds += user
 		s.RSSKiB += rss
 		s.HWMKiB += hwm
 		s.Procs++
@@ -57,34 +59,35 @@ func sample(pids []int) (ProcSample, error) {
 	return s, nil
 }
 
-// procCPU returns utime+stime of pid in seconds.
-func procCPU(pid int) (float64, error) {
+// procCPU returns utime+stime and utime of pid in seconds.
+func procCPU(pid int) (cpu, user float64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	return parseStatCPU(b)
 }
 
-// parseStatCPU reads fields 14 and 15 of /proc/<pid>/stat; the command name
+// parseStatCPU reads fields 14 and 15 of /proc/<pid>/stat (utime and
+// stime) and returns their sum and utime, in seconds; the command name
 // (field 2) may hold spaces and parentheses, so fields are counted after the
 // last ')'.
-func parseStatCPU(b []byte) (float64, error) {
+func parseStatCPU(b []byte) (cpu, user float64, err error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("load: malformed stat")
+		return 0, 0, fmt.Errorf("load: malformed stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime is field 14, stime 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("load: short stat")
+		return 0, 0, fmt.Errorf("load: short stat")
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("load: malformed stat times")
+		return 0, 0, fmt.Errorf("load: malformed stat times")
 	}
-	return float64(ut+st) / clockTicks, nil
+	return float64(ut+st) / clockTicks, float64(ut) / clockTicks, nil
 }
 
 // procMem returns VmRSS and VmHWM of pid in KiB.

@@ -115,9 +115,9 @@ func TestPayloadRoundTrip(t *testing.T) {
 
 func TestStatParsing(t *testing.T) {
 	stat := "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 1000000 500 18446744073709551615"
-	cpu, err := parseStatCPU([]byte(stat))
-	if err != nil || cpu != 3.0 {
-		t.Fatalf("cpu %v %v", cpu, err)
+	cpu, user, err := parseStatCPU([]byte(stat))
+	if err != nil || cpu != 3.0 || user != 2.5 {
+		t.Fatalf("cpu %v user %v %v", cpu, user, err)
 	}
 	if r, w := parseIO([]byte("rchar: 1\nsyscr: 10\nsyscw: 7\n")); r != 10 || w != 7 {
 		t.Fatalf("syscr %d syscw %d", r, w)

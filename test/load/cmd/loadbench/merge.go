@@ -101,6 +101,7 @@ func merge(rs []Result) Result {
 	m.UpstreamCPUPct = med(ok, func(r *Result) float64 { return r.UpstreamCPUPct })
 	m.SwarmCPUPct = med(ok, func(r *Result) float64 { return r.SwarmCPUPct })
 	m.ProxyCPUPct = medPtr(ok, func(r *Result) *float64 { return r.ProxyCPUPct })
+	m.ProxyUserCPUPct = medPtr(ok, func(r *Result) *float64 { return r.ProxyUserCPUPct })
 	m.ProxyReadsPerS = medPtr(ok, func(r *Result) *float64 { return r.ProxyReadsPerS })
 	m.ProxyWritesPerS = medPtr(ok, func(r *Result) *float64 { return r.ProxyWritesPerS })
 	m.UpstreamWritesPerS = med(ok, func(r *Result) float64 { return r.UpstreamWritesPerS })

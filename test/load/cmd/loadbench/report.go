@@ -86,6 +86,15 @@ func fpct(p *float64) string {
 	return fmt.Sprintf("%.1f %%", *p)
 }
 
+// cpuSplit is the proxy's CPU with its user-space part (utime; the rest is
+// the kernel's: system calls and the TCP work they do).
+func cpuSplit(r *Result) string {
+	if r.ProxyCPUPct == nil || r.ProxyUserCPUPct == nil {
+		return fpct(r.ProxyCPUPct)
+	}
+	return fmt.Sprintf("%.1f %% (%.1f %%)", *r.ProxyCPUPct, *r.ProxyUserCPUPct)
+}
+
 func fkib(p *float64) string {
 	if p == nil {
 		return "–"
@@ -142,7 +151,7 @@ func report(rs []Result, e *env) string {
 	w("- lastevent %s built with %s; nginx %s (Debian, `proxy_buffering off`, HTTP/1.1 upstream, 1 h read timeout, `worker_processes auto`)\n", m.revision, m.goVersion, orDash(e.nginxVersion))
 	w("- the upstream generator (its own process) and the client swarm (this process, raw TCP) run on the same cores as the proxy: compare rows within this run, not across machines\n")
 	w("- whole run: %s%s\n\n", m.elapsed.Round(time.Second), map[bool]string{true: " (`-quick`: scaled-down counts and durations)", false: ""}[c.quick])
-	w("Latency is receive time minus the send time the upstream put in the event (same clock). CPU is utime+stime from /proc/<pid>/stat over the window, in %% of one core (nginx: master and workers); RSS from /proc/<pid>/status (VmRSS, peak VmHWM); RSS per client is the growth from before the first connect, divided by the clients connected. \"direct\" is the swarm connected to the upstream itself: no proxy.\n\n")
+	w("Latency is receive time minus the send time the upstream put in the event (same clock). CPU is utime+stime from /proc/<pid>/stat over the window, in %% of one core (nginx: master and workers), with utime alone (user space; the rest is the kernel's) in brackets where shown; RSS from /proc/<pid>/status (VmRSS, peak VmHWM); RSS per client is the growth from before the first connect, divided by the clients connected. \"direct\" is the swarm connected to the upstream itself: no proxy.\n\n")
 
 	var errs []string
 	for _, r := range rs {
@@ -156,7 +165,7 @@ func report(rs []Result, e *env) string {
 		w("## S1 session pass-through: %d clients, each its own upstream stream, %d ev/s, %d B\n\n", r0.Clients, r0.Rate, r0.Size)
 		w("Window %.0f s%s. Added latency is this row's percentile minus direct's. lastevent's RSS per client includes its replay buffer, which grows with every frame up to LASTEVENT_BUFFER_FRAMES per stream (here about %.0f frames per stream when RSS was read); nginx keeps nothing.\n\n",
 			r0.WindowS, runsNote(r0), float64(r0.Rate)*(c.warmup+c.window).Seconds())
-		w("| target | connected | delivered | events/s | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | proxy CPU | proxy write syscalls/s | RSS per client | peak RSS | upstream CPU | swarm CPU |\n")
+		w("| target | connected | delivered | events/s | p50 | p90 | p99 | p99.9 | max | added p50 / p99 | proxy CPU (of it user space) | proxy write syscalls/s | RSS per client | peak RSS | upstream CPU | swarm CPU |\n")
 		w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		direct := find(rs, "S1", "direct")
 		for _, r := range s1 {
@@ -169,7 +178,7 @@ func report(rs []Result, e *env) string {
 			}
 			w("| %s | %s | %.2f %% | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f %% | %.1f %% |\n",
 				targetName(&r), conns(&r), 100*r.DeliveredRatio, fcount(r.EventsPerS), fms(r.Latency.P50), fms(r.Latency.P90), fms(r.Latency.P99), fms(r.Latency.P999), fms(r.Latency.Max),
-				added, fpct(r.ProxyCPUPct), syscalls(&r), fkib(r.RSSPerConnKiB), fmib(r.ProxyHWMKiB), r.UpstreamCPUPct, r.SwarmCPUPct)
+				added, cpuSplit(&r), syscalls(&r), fkib(r.RSSPerConnKiB), fmib(r.ProxyHWMKiB), r.UpstreamCPUPct, r.SwarmCPUPct)
 		}
 		w("\n")
 	}

@@ -46,11 +46,14 @@ type Result struct {
 
 	// The process under test (lastevent, or nginx master and workers); for
 	// direct these stay empty and the upstream's figures stand alone.
-	ProxyCPUPct   *float64 `json:"proxy_cpu_pct,omitempty"` // % of one core over the window
-	ProxyRSSKiB   *int64   `json:"proxy_rss_kib,omitempty"`
-	ProxyHWMKiB   *int64   `json:"proxy_peak_rss_kib,omitempty"`
-	RSSPerConnKiB *float64 `json:"rss_per_conn_kib,omitempty"`
-	ProxyProcs    int      `json:"proxy_procs,omitempty"`
+	ProxyCPUPct *float64 `json:"proxy_cpu_pct,omitempty"` // % of one core over the window
+	// The user-space part of ProxyCPUPct (utime); the rest is the kernel's
+	// (stime: system calls, and the TCP work they do).
+	ProxyUserCPUPct *float64 `json:"proxy_user_cpu_pct,omitempty"`
+	ProxyRSSKiB     *int64   `json:"proxy_rss_kib,omitempty"`
+	ProxyHWMKiB     *int64   `json:"proxy_peak_rss_kib,omitempty"`
+	RSSPerConnKiB   *float64 `json:"rss_per_conn_kib,omitempty"`
+	ProxyProcs      int      `json:"proxy_procs,omitempty"`
 	// System calls of the process under test over the window (/proc/<pid>/io).
 	ProxyReadsPerS  *float64 `json:"proxy_read_syscalls_per_s,omitempty"`
 	ProxyWritesPerS *float64 `json:"proxy_write_syscalls_per_s,omitempty"`
@@ -227,6 +230,7 @@ func (e *env) fillCPU(r *Result, t *target, a, b samples) {
 	secs := b.at.Sub(a.at).Seconds()
 	if t.p != nil {
 		r.ProxyCPUPct = ptr(round(100*(b.proxy.CPUSeconds-a.proxy.CPUSeconds)/secs, 1))
+		r.ProxyUserCPUPct = ptr(round(100*(b.proxy.UserSeconds-a.proxy.UserSeconds)/secs, 1))
 		r.ProxyRSSKiB = ptr(b.proxy.RSSKiB)
 		r.ProxyHWMKiB = ptr(b.proxy.HWMKiB)
 		r.ProxyProcs = b.proxy.Procs
