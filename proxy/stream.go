@@ -95,8 +95,6 @@ type stream struct {
 	upFrames     uint64 // frames the upstream sent that were delivered (not markers)
 	upLastID     []byte // the upstream's own last event id, sent back on reconnect
 	pendingRetry int64
-	markerAt     uint64 // sequence of the newest marker
-	markerReason string
 	wakeDue      bool // memory mode: frames were published since the clients were last woken
 	scratch      []byte
 	idText       []byte
@@ -331,11 +329,9 @@ func (s *stream) read(p *frame.Parser, resp *fasthttp.Response) error {
 func (s *stream) appendMarker(reason string) {
 	s.lockWrite()
 	defer s.unlockWrite()
+	// Also right after another marker: a client reloads its state at the
+	// first, so what is lost after that needs its own.
 	seq := s.nextSeq()
-	if s.markerAt != 0 && s.markerAt == seq-1 && s.markerReason == reason {
-		return // nothing arrived since the same marker: one tells it all
-	}
-	s.markerAt, s.markerReason = seq, reason
 	s.scratch = appendSyncRequired(s.scratch[:0], s.id(seq), reason, false)
 	s.hub.metrics.syncMarkers.Inc()
 	s.publish(seq, reason)
