@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"mime"
 	"net/url"
 	"strings"
@@ -142,7 +143,6 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethodBytes(ctx.Method())
 	target := string(ctx.RequestURI())
 	if !strings.HasPrefix(target, "/") {
@@ -171,6 +171,7 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 	// slow client can make last (done gives its count back then too).
 	ctx.Request.ResetBody()
 	if err != nil {
+		fasthttp.ReleaseResponse(resp)
 		h.hub.log.Warn().Err(err).Bytes("path", ctx.Path()).Msg("upstream request failed")
 		switch {
 		case errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err):
@@ -183,11 +184,64 @@ func (h *Handler) proxyPlain(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
+	ctx.Response.Header.SetNoDefaultContentType(true)
 	ctx.SetStatusCode(resp.StatusCode())
-	ctx.SetBody(resp.Body())
-	if ctx.IsHead() && resp.Header.ContentLength() >= 0 {
-		ctx.Response.Header.SetContentLength(resp.Header.ContentLength()) // the size a GET would have
+	h.passBody(ctx, resp)
+}
+
+// passBody gives the client the upstream's answer body as it arrives (the
+// plain client streams it), so that memory stays bounded by buffers, not
+// by bodies, and an answer that never ends (an event stream asked for
+// without Accept: text/event-stream) flows as it does directly. resp is
+// released once fasthttp has written the body, or here.
+func (h *Handler) passBody(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
+	n := resp.Header.ContentLength() // -1 chunked, -2 until the upstream closes
+	body := resp.BodyStream()
+	switch {
+	case body == nil || ctx.IsHead():
+		if ctx.IsHead() && n >= 0 {
+			ctx.Response.Header.SetContentLength(n) // the size a GET would have
+		}
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+	case n < 0 && !ctx.Request.Header.IsHTTP11():
+		// HTTP/1.0 has no chunked encoding, and fasthttp would use it for a
+		// body of unknown length: read it whole (up to
+		// LASTEVENT_MAX_BODY_BYTES) and send it with its length.
+		b, err := io.ReadAll(io.LimitReader(body, int64(h.hub.cfg.MaxBodyBytes)+1))
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		switch {
+		case err != nil:
+			ctx.Error("lastevent: upstream unavailable\n", fasthttp.StatusBadGateway)
+		case len(b) > h.hub.cfg.MaxBodyBytes:
+			ctx.Error("lastevent: upstream answer larger than LASTEVENT_MAX_BODY_BYTES (an HTTP/1.0 client needs its length)\n", fasthttp.StatusBadGateway)
+		default:
+			ctx.SetBody(b)
+		}
+	default:
+		if n < 0 {
+			n = -1
+			ctx.Response.ImmediateHeaderFlush = true // the head, even before the first bytes of the body
+		}
+		ctx.SetBodyStream(&plainBody{r: body, resp: resp}, n)
 	}
+}
+
+// plainBody is an upstream answer's body being written to the client; fasthttp
+// closes it when done, which gives the upstream connection back (or closes
+// it, when the body was not read to its end).
+type plainBody struct {
+	r    io.Reader
+	resp *fasthttp.Response
+}
+
+func (b *plainBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *plainBody) Close() error {
+	err := b.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.resp)
+	return err
 }
 
 // copyStreamHeaders gives a client the upstream's own response headers (CORS

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -117,19 +119,36 @@ func secureErrors(hc *fasthttp.HostClient) error {
 	return nil
 }
 
+// connWasClosed reports whether err says the connection was closed under
+// the request: what a kept-alive connection that the upstream closed while
+// it was idle gives.
+func connWasClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // newPlainClient returns the client for ordinary (non-SSE) requests, which
 // are proxied as they are.
 func newPlainClient(cfg *Config) *fasthttp.Client {
 	return &fasthttp.Client{
-		Name:                     "lastevent",
-		NoDefaultUserAgentHeader: true,
+		NoDefaultUserAgentHeader: true, // and no Name: a request without User-Agent goes on without one
 		MaxConnsPerHost:          cfg.UpstreamMaxConnections,
 		ReadTimeout:              max(cfg.UpstreamTimeout, 60*time.Second),
 		WriteTimeout:             cfg.UpstreamTimeout,
-		MaxResponseBodySize:      cfg.MaxBodyBytes,
-		ReadBufferSize:           cfg.MaxHeaderBytes,
-		DisablePathNormalizing:   true,
-		ConfigureClient:          secureErrors,
+		// The answer's body is passed on as it arrives (Handler.passBody),
+		// so it has no size limit, as with a direct connection.
+		StreamResponseBody: true,
+		ReadBufferSize:     cfg.MaxHeaderBytes,
+		// One attempt: fasthttp would retry a GET, HEAD or PUT up to five
+		// times on any error, a timeout among them, so an upstream that does
+		// not answer took five LASTEVENT_UPSTREAM_TIMEOUTs and saw the
+		// request five times. The one retry left is for a kept-alive
+		// connection the upstream had closed before the request reached it.
+		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+			return false, attempts < 2 && (req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut()) && connWasClosed(err)
+		},
+		DisablePathNormalizing: true,
+		ConfigureClient:        secureErrors,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			// fasthttp passes 0 for a request without a timeout of its own:
 			// min(0, ...) would make every dial time out at once.

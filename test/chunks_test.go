@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httputil"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -154,6 +155,13 @@ func (r *rawSSE) readHead() error {
 		return fmt.Errorf("reading the headers: %w", err)
 	}
 	r.Chunked = strings.EqualFold(r.Header.Get("Transfer-Encoding"), "chunked")
+	if r.Chunked && !strings.HasPrefix(r.Header.Get("Content-Type"), "text/event-stream") {
+		// A plain answer passed on as it came: its body, whole.
+		close(r.done)
+		close(r.frames)
+		r.Body, err = io.ReadAll(httputil.NewChunkedReader(r.br))
+		return err
+	}
 	if r.Chunked {
 		_ = r.conn.SetReadDeadline(time.Time{})
 		pr, pw := io.Pipe()

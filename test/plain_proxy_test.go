@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +85,9 @@ func (u *prUpstream) serve(c net.Conn) {
 		}
 		if _, err := c.Write([]byte(resp)); err != nil {
 			return
+		}
+		if strings.Contains(resp, "\r\nConnection: close\r\n") {
+			return // a body that ends with the connection
 		}
 	}
 }
@@ -234,6 +238,11 @@ func TestPlainUpstreamTimeout(t *testing.T) {
 	if !strings.HasPrefix(out, "HTTP/1.1 504 ") {
 		t.Fatalf("with LASTEVENT_UPSTREAM_TIMEOUT=1s and a silent upstream: after %v got %q, want a 504 within a few seconds", took.Round(time.Millisecond), out)
 	}
+	// Once: fasthttp's client retried a GET up to five times, each after
+	// a whole LASTEVENT_UPSTREAM_TIMEOUT.
+	if n := len(up.Heads()); n != 1 {
+		t.Fatalf("the upstream got the request %d times, want 1", n)
+	}
 }
 
 // TestPlainXForwardedForAllLines: several X-Forwarded-For lines are
@@ -279,7 +288,12 @@ func TestPlainAbsoluteForm(t *testing.T) {
 func TestPlainBodyFraming(t *testing.T) {
 	t.Parallel()
 	up := startPRUpstream(t, func(head string, body []byte) string {
-		if strings.Contains(head, "/large") {
+		switch {
+		case strings.Contains(head, "/large-close"):
+			return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" + strings.Repeat("q", 2000)
+		case strings.Contains(head, "/small-close"):
+			return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nsmall"
+		case strings.Contains(head, "/large"):
 			return prOK(strings.Repeat("q", 2000))
 		}
 		return prOK("got:" + string(body))
@@ -304,9 +318,69 @@ func TestPlainBodyFraming(t *testing.T) {
 			}
 		}
 	}
+	// An answer is passed on as it arrives, so its size is not bounded
+	// (LASTEVENT_MAX_BODY_BYTES bounds request bodies)...
+	large := strings.Repeat("q", 2000)
 	out = prExchange(t, p.Addr, "GET /large HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", time.Second)
+	if head, body := prSplit(t, out); !strings.HasPrefix(head, "HTTP/1.1 200 ") || body != large || len(prHeaderValues(head, "Content-Length")) != 1 {
+		t.Fatalf("answer over LASTEVENT_MAX_BODY_BYTES, with its length: %q", out)
+	}
+	out = prExchange(t, p.Addr, "GET /large-close HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", time.Second)
+	if head, body := prSplit(t, out); !strings.HasPrefix(head, "HTTP/1.1 200 ") || body != "7d0\r\n"+large+"\r\n0\r\n\r\n" {
+		t.Fatalf("answer over LASTEVENT_MAX_BODY_BYTES without a length, to an HTTP/1.1 client: want it chunked: %q", out)
+	}
+	// ...except for an HTTP/1.0 client when the upstream gives no length:
+	// it has no chunked encoding, so lastevent reads the answer whole.
+	out = prExchange(t, p.Addr, "GET /small-close HTTP/1.0\r\nHost: a\r\n\r\n", time.Second)
+	if head, body := prSplit(t, out); !strings.HasPrefix(head, "HTTP/1.1 200 ") || body != "small" || len(prHeaderValues(head, "Transfer-Encoding")) != 0 {
+		t.Fatalf("answer without a length to an HTTP/1.0 client: want it whole, not chunked: %q", out)
+	}
+	out = prExchange(t, p.Addr, "GET /large-close HTTP/1.0\r\nHost: a\r\n\r\n", time.Second)
 	if !strings.HasPrefix(out, "HTTP/1.1 502 ") || strings.Contains(out, "qqqq") {
-		t.Fatalf("response body over LASTEVENT_MAX_BODY_BYTES: %q", out)
+		t.Fatalf("answer over LASTEVENT_MAX_BODY_BYTES without a length, to an HTTP/1.0 client: %q", out)
+	}
+}
+
+// TestPlainAnswerStreamed: a plain answer reaches the client as the
+// upstream sends it, not once it has ended: an event stream asked for
+// without Accept: text/event-stream (curl's */*) flows as it does directly.
+// lastevent used to read the whole answer first, so such a request got
+// nothing, ever.
+func TestPlainAnswerStreamed(t *testing.T) {
+	t.Parallel()
+	more := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-more:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, "data: second\n\n")
+	}))
+	t.Cleanup(up.Close)
+	t.Cleanup(func() { close(more) }) // before up.Close (cleanups run last in, first out)
+	p := startProxy(t, up.URL)
+	c, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer while the upstream's answer is still open: %v", err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("the first part of an answer still open: %q, %v", line, err)
+	}
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("headers %v", resp.Header)
 	}
 }
 
