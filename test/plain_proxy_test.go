@@ -186,11 +186,15 @@ func TestPlainNoInventedContentType(t *testing.T) {
 			return "HTTP/1.1 204 No Content\r\n\r\n"
 		case strings.Contains(head, "/304"):
 			return "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n"
+		case strings.Contains(head, "/302"):
+			return "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+		case strings.Contains(head, "/chunked"):
+			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 	})
 	p := startProxy(t, up.URL())
-	for _, path := range []string{"/untyped", "/204", "/304"} {
+	for _, path := range []string{"/untyped", "/204", "/304", "/302", "/chunked"} {
 		out := prExchange(t, p.Addr, "GET "+path+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", time.Second)
 		head, _ := prSplit(t, out)
 		if v := prHeaderValues(head, "Content-Type"); len(v) > 0 {
@@ -202,6 +206,9 @@ func TestPlainNoInventedContentType(t *testing.T) {
 		if strings.HasPrefix(h, "POST /submit") {
 			if v := prHeaderValues(h, "Content-Type"); len(v) > 0 {
 				t.Errorf("client sent no Content-Type, upstream got Content-Type: %q", v)
+			}
+			if v := prHeaderValues(h, "User-Agent"); len(v) > 0 {
+				t.Errorf("client sent no User-Agent, upstream got User-Agent: %q", v)
 			}
 		}
 	}
