@@ -454,15 +454,23 @@ func (h *Hub) keyHeaders(ctx *fasthttp.RequestCtx) string {
 		return ""
 	}
 	var b bytes.Buffer
+	cookies := cookieLine(&ctx.Request.Header) // as forwarded (copyRequestHeaders)
 	for _, name := range h.cfg.StreamKeyHeaders {
 		lines := 0
-		for k, v := range ctx.Request.Header.All() {
-			if len(v) > 0 && strings.EqualFold(string(k), name) {
-				b.WriteString(name)
-				b.WriteByte(':')
-				b.Write(v)
-				b.WriteByte('\n')
-				lines++
+		add := func(v []byte) {
+			b.WriteString(name)
+			b.WriteByte(':')
+			b.Write(v)
+			b.WriteByte('\n')
+			lines++
+		}
+		if cookies != nil && strings.EqualFold(name, "Cookie") {
+			add(cookies)
+		} else {
+			for k, v := range ctx.Request.Header.All() {
+				if len(v) > 0 && strings.EqualFold(string(k), name) {
+					add(v)
+				}
 			}
 		}
 		if lines == 0 {

@@ -329,13 +329,55 @@ func (c *streamConn) SetDeadline(t time.Time) error   { return c.Conn.SetWriteDe
 func copyRequestHeaders(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {
 	src := &ctx.Request.Header
 	connTokens := bytes.Join(src.PeekAll("Connection"), []byte(",")) // every line names hop-by-hop headers
+	cookies := cookieLine(src)
 	for k, v := range src.All() {
-		if isHop(k) || hasToken(connTokens, k) || string(k) == "Last-Event-Id" || string(k) == "Host" {
+		if isHop(k) || hasToken(connTokens, k) || string(k) == "Last-Event-Id" || string(k) == "Host" ||
+			(string(k) == "Cookie" && cookies != nil) {
 			continue
 		}
 		dst.Header.AddBytesKV(k, v)
 	}
+	if cookies != nil && !hasToken(connTokens, []byte("Cookie")) {
+		// As a plain line: fasthttp would parse a Cookie line and write it
+		// again, as it did the client's (see cookieLine).
+		dst.Header.DisableSpecialHeader()
+		dst.Header.SetBytesKV([]byte("Cookie"), cookies)
+		dst.Header.EnableSpecialHeader()
+	}
 	addForwarded(dst, ctx)
+}
+
+// cookieLine returns the request's cookies as the client sent them, its
+// Cookie lines joined with "; " into the one list they make (RFC 9113
+// 8.2.3), or nil without any (or when the head was not parsed from the
+// wire). fasthttp's own view of them (All, Cookie) is parsed and written
+// again: it drops a cookie whose value holds a quote or a backslash and
+// strips the quotes around the others, so a quoted cookie (Python's
+// SimpleCookie quotes Django's and Flask's messages) would not reach the
+// upstream, and would not tell two users' stream keys apart.
+func cookieLine(h *fasthttp.RequestHeader) []byte {
+	var out []byte
+	raw := h.RawHeaders()
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			return nil // an obs-fold: fasthttp's joined view, then
+		}
+		name, v, ok := bytes.Cut(line, []byte(":"))
+		if v = bytes.Trim(v, " \t"); ok && len(v) > 0 && bytes.EqualFold(name, []byte("Cookie")) {
+			if len(out) > 0 {
+				out = append(out, "; "...)
+			}
+			out = append(out, v...)
+		}
+	}
+	return out
 }
 
 func addForwarded(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {

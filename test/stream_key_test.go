@@ -111,3 +111,51 @@ func TestSetCookieGoesToTheOpener(t *testing.T) {
 		}
 	})
 }
+
+// TestQuotedCookiesKeptAndKeyed: a cookie whose value holds quotes and
+// backslashes (Python's SimpleCookie writes Django's and Flask's messages
+// so) reaches the upstream byte for byte, on a plain request and on a
+// stream's, and tells two users' streams apart. fasthttp's parsed view of
+// the Cookie line dropped such a cookie: the upstream never got it, and two
+// users who differed only in it shared one stream in shared mode.
+func TestQuotedCookiesKeptAndKeyed(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	p := startProxy(t, up.URL(), "LASTEVENT_MODE=shared")
+	const alice = `session="a\"1\\x"; theme=dark`
+	const bob = `session="b\"2\\y"; theme=dark`
+
+	path := "/feed/quoted-cookie"
+	feed := up.Feed(path)
+	a := dialWire(t, p.URL(), path, "Cookie: "+alice)
+	if !feed.WaitConns(1, 5*time.Second) {
+		t.Fatal("the upstream never saw the first client's connection")
+	}
+	b := dialWire(t, p.URL(), path, "Cookie: "+bob)
+	if !feed.WaitConns(2, 5*time.Second) {
+		t.Fatalf("two users whose quoted session cookies differ share one stream: %d upstream connections", feed.Conns())
+	}
+	feed.SendEach(func(r *http.Request) string {
+		return fmt.Sprintf("data: %s\n\n", strings.Join(r.Header.Values("Cookie"), "|"))
+	})
+	for _, tc := range []struct {
+		name string
+		c    *wireClient
+		want string
+	}{{"alice", a, alice}, {"bob", b, bob}} {
+		if ev := tc.c.Next(5 * time.Second); ev.Data != tc.want {
+			t.Errorf("%s's stream was opened with cookies %q, want %q", tc.name, ev.Data, tc.want)
+		}
+	}
+
+	pr := startPRUpstream(t, func(head string, body []byte) string { return prOK("ok") })
+	pp := startProxy(t, pr.URL())
+	prExchange(t, pp.Addr, "GET /plain HTTP/1.1\r\nHost: a\r\nConnection: close\r\nCookie: "+alice+"\r\nCookie: more=1\r\n\r\n", time.Second)
+	heads := pr.Heads()
+	if len(heads) != 1 {
+		t.Fatalf("the upstream got %d requests", len(heads))
+	}
+	if got := prHeaderValues(heads[0], "Cookie"); len(got) != 1 || got[0] != alice+"; more=1" {
+		t.Fatalf("plain request: the client sent Cookie lines %q and %q, the upstream got %q", alice, "more=1", got)
+	}
+}
