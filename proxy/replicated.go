@@ -57,7 +57,11 @@ type repState struct {
 	retrying    bool   // the write-back loop runs
 	closed      bool   // runReplicated returned: no write-back or renewal any more
 	upID        []byte // the upstream's last event id as of the newest frame, for Redis
-	// A burst of frames held back for one Redis append (stageFrame).
+	// A burst of frames held back for one Redis append (stageFrame), and
+	// the upstream's last event id as of its newest frame: the reader sets
+	// its own (upLastID) for the next frame before it takes wmu, while
+	// relabelAbove or lostLog may flush the burst.
+	stageUpID  []byte
 	stage      [][]byte
 	stageMark  []string // marker reason per staged frame, "" for an event
 	stageFirst uint64

@@ -100,6 +100,7 @@ func (s *stream) stageFrame(seq uint64, marker string) bool {
 		r.stage = append(r.stage, append([]byte(nil), s.scratch...))
 	}
 	r.stageMark = append(r.stageMark[:i], marker)
+	r.stageUpID = append(r.stageUpID[:0], s.upLastID...) // the reader's goroutine: its own field
 	r.stageSize += len(s.scratch)
 	if len(r.stage) >= stageFrames || r.stageSize >= stageBytes {
 		s.flushLocked()
@@ -143,7 +144,7 @@ func (s *stream) flushLocked() {
 		}
 		r.stage, r.stageMark = r.stage[:0], r.stageMark[:0]
 	}()
-	r.upID = append(r.upID[:0], s.upLastID...)
+	r.upID = append(r.upID[:0], r.stageUpID...)
 	h.metrics.redisAppends.Inc()
 	err := r.st().AppendContext(context.Background(), first, r.stage, string(r.upID))
 	h.reps.report(err)
