@@ -17,9 +17,12 @@ import (
 // A body counts from its head (HeaderReceived) until the handler or the error
 // handler is done with it, at the buffer fasthttp takes for it: its declared
 // length rounded up to a power of two (bodyBuffer). Bodies of at most
-// smallBody bytes do not count (the connection's head buffer is larger), nor
-// chunked ones: fasthttp grows their buffer as their bytes arrive, so they
-// cost what a client sends, not what it declares. A head whose body does not
+// smallBody bytes do not count (the connection's head buffer is larger). A
+// chunked body declares no length, and fasthttp allocates each chunk's
+// declared size as soon as its size line arrives (some 90 bytes held 16 MiB
+// for the 60 s read timeout): it counts as the largest body allowed, or,
+// when the budget has less room than that, as the room left (a power of two,
+// at least minChunkedRoom), which then bounds it. A head whose body does not
 // fit gets 503.
 //
 // The count is kept per request head: fasthttp reuses one RequestHeader for
@@ -44,6 +47,9 @@ type bodyBudget struct {
 type heldBody struct {
 	n  int64 // > 0 counted, -1 refused
 	at time.Time
+	// capped: a chunked body bounded by the room left rather than
+	// LASTEVENT_MAX_BODY_BYTES: beyond it, it is refused (503), not too large.
+	capped bool
 	// inHandler: the handler has the body; done gives it back, the sweep
 	// of lost counts leaves it.
 	inHandler bool
@@ -52,10 +58,14 @@ type heldBody struct {
 // smallBody is the size up to which a body is not counted.
 const smallBody = 4 << 10
 
-// maxBodyAge is how long a body may count: past fasthttp's 60 s read of the
-// request (head and body), and a handler's upstream answer
-// (LASTEVENT_UPSTREAM_TIMEOUT).
-const maxBodyAge = 3 * time.Minute
+// minChunkedRoom is the least room a chunked body is given; with less left,
+// it is refused beyond smallBody.
+const minChunkedRoom = 64 << 10
+
+// maxBodyAge is how long a body may count before its handler has it: past
+// fasthttp's 60 s read of the request (head and body; Server.ReadTimeout),
+// after which the handler has it (handling) or fasthttp gave up on it.
+const maxBodyAge = 65 * time.Second
 
 func newBodyBudget(maxMemory int64, maxBody int) *bodyBudget {
 	return &bodyBudget{max: maxMemory, maxBody: int64(maxBody), held: make(map[*fasthttp.RequestHeader]heldBody),
@@ -79,6 +89,9 @@ func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestC
 			}
 		}
 	}
+	if n == -1 {
+		return b.chunkedLocked(h, now)
+	}
 	if n <= smallBody || n > b.maxBody {
 		return fasthttp.RequestConfig{} // not counted, or refused by fasthttp with 413
 	}
@@ -86,6 +99,29 @@ func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestC
 	if b.used+n > b.max {
 		b.held[h] = heldBody{n: -1, at: now}
 		return fasthttp.RequestConfig{MaxRequestBodySize: smallBody}
+	}
+	b.used += n
+	b.held[h] = heldBody{n: n, at: now}
+	return fasthttp.RequestConfig{}
+}
+
+// chunkedLocked counts a chunked body (see bodyBudget). fasthttp's buffer
+// for a body of at most m bytes is at most bodyBuffer(m+2) (each chunk's CRLF
+// is read into it too): a capped body gets m = n-2.
+func (b *bodyBudget) chunkedLocked(h *fasthttp.RequestHeader, now time.Time) fasthttp.RequestConfig {
+	n := bodyBuffer(b.maxBody)
+	if room := b.max - b.used; room < n {
+		n = minChunkedRoom
+		for n*2 <= room {
+			n *= 2
+		}
+		if n > room {
+			b.held[h] = heldBody{n: -1, at: now}
+			return fasthttp.RequestConfig{MaxRequestBodySize: smallBody}
+		}
+		b.used += n
+		b.held[h] = heldBody{n: n, at: now, capped: true}
+		return fasthttp.RequestConfig{MaxRequestBodySize: int(n - 2)}
 	}
 	b.used += n
 	b.held[h] = heldBody{n: n, at: now}
@@ -104,7 +140,7 @@ func (b *bodyBudget) handling(h *fasthttp.RequestHeader) {
 }
 
 // done gives back what h's body held; refused reports whether the budget
-// refused it.
+// refused it (or capped it below LASTEVENT_MAX_BODY_BYTES).
 func (b *bodyBudget) done(h *fasthttp.RequestHeader) (refused bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -120,7 +156,7 @@ func (b *bodyBudget) giveLocked(h *fasthttp.RequestHeader) (refused bool) {
 	if e.n > 0 {
 		b.used -= e.n
 	}
-	return e.n < 0
+	return e.n < 0 || e.capped
 }
 
 // inUse is the memory counted now.

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"testing"
 	"time"
 
@@ -61,6 +60,13 @@ func serveInProcess(t *testing.T, upstream string, log zerolog.Logger, env ...st
 
 func postStatus(t *testing.T, addr string, body []byte) int {
 	t.Helper()
+	st, _ := postStatusRetry(t, addr, body)
+	return st
+}
+
+// postStatusRetry posts body and returns the answer's status and Retry-After.
+func postStatusRetry(t *testing.T, addr string, body []byte) (int, string) {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -76,22 +82,24 @@ func postStatus(t *testing.T, addr string, body []byte) int {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, resp.Header.Get("Retry-After")
 }
 
 // A chunked request whose connection ends (FIN) at a chunk boundary: fasthttp
 // reads io.EOF at the chunk size, takes it for a keep-alive connection
-// closing, and calls neither the handler nor the ErrorHandler. Such a body
-// must not stay counted: chunked bodies are not counted at all (they cost
-// what arrives), so uploads still go through afterwards. (When they were
-// counted, at LASTEVENT_MAX_BODY_BYTES's 16 MiB buffer, two of these filled
-// 32 MiB for good and every body over 4 KiB got 503.)
+// closing, and calls neither the handler nor the ErrorHandler, so its count
+// is not given back by done. Chunked bodies count (fasthttp allocates each
+// chunk's declared size at once), so two such requests fill a 32 MiB budget:
+// an upload then gets an explicit 503 with Retry-After (never a hang), until
+// the count expires (maxBodyAge, past fasthttp's 60 s read of a request;
+// TestBodyBudgetExpires) or the request's header is used for another
+// request, which gives it back first.
 func TestBodyBudgetAfterChunkedEOF(t *testing.T) {
 	for _, tail := range []string{"", "5\r\nhello\r\n"} {
 		t.Run(fmt.Sprintf("after %q", tail), func(t *testing.T) {
 			addr := startBodyServer(t, "LASTEVENT_MAX_BODY_MEMORY=32MiB")
 			body := bytes.Repeat([]byte("b"), 5<<20)
-			if st := postStatus(t, addr, body); st != 200 {
+			if st, _ := postStatusRetry(t, addr, body); st != 200 {
 				t.Fatalf("a 5 MiB upload before: %d, want 200", st)
 			}
 			// Two at once (two ctxs), so that the budget (32 MiB, 16 MiB each) is full.
@@ -116,13 +124,10 @@ func TestBodyBudgetAfterChunkedEOF(t *testing.T) {
 				t.Logf("answer to the cut chunked request: %q", b)
 				c.Close()
 			}
-			time.Sleep(200 * time.Millisecond)
-			runtime.GC()
-			runtime.GC()
-			runtime.GC()
 			for i := range 3 {
-				if st := postStatus(t, addr, body); st != 200 {
-					t.Fatalf("a 5 MiB upload (%d) after two chunked requests cut at a chunk boundary: %d, want 200 (the budget leaked)", i, st)
+				st, retry := postStatusRetry(t, addr, body)
+				if st != 200 && (st != 503 || retry == "") {
+					t.Fatalf("a 5 MiB upload (%d) after two chunked requests cut at a chunk boundary: %d (Retry-After %q), want 200, or 503 with Retry-After", i, st, retry)
 				}
 			}
 		})

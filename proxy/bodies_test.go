@@ -57,10 +57,29 @@ func TestBodyBudget(t *testing.T) {
 	if b.inUse() != 0 || len(b.held) != 0 {
 		t.Fatalf("all done: in use %d, %d held", b.inUse(), len(b.held))
 	}
-	// Chunked: it costs what arrives, and is not counted.
+	// Chunked: fasthttp allocates each chunk's declared size as soon as its
+	// size line arrives, so a chunked body counts as the largest allowed...
 	ch := head(-1)
-	if cfg := b.headerReceived(ch); cfg.MaxRequestBodySize != 0 || b.inUse() != 0 {
-		t.Fatalf("a chunked body: %+v, in use %d; want not counted", cfg, b.inUse())
+	if cfg := b.headerReceived(ch); cfg.MaxRequestBodySize != 0 || b.inUse() != 16<<20 {
+		t.Fatalf("a chunked body: %+v, in use %d; want counted at 16 MiB", cfg, b.inUse())
+	}
+	fixed := head(9 << 20)
+	b.headerReceived(fixed)
+	if cfg := b.headerReceived(head(-1)); cfg.MaxRequestBodySize != smallBody || b.inUse() != 32<<20 {
+		t.Fatalf("a chunked body with no room: %+v, in use %d; want refused beyond %d bytes", cfg, b.inUse(), smallBody)
+	}
+	// ...or, with less room than that, as the room left, which bounds it.
+	b.done(fixed)
+	b.headerReceived(head(3 << 20)) // 4 MiB: 12 MiB left
+	capped := head(-1)
+	if cfg := b.headerReceived(capped); cfg.MaxRequestBodySize != 8<<20-2 || b.inUse() != 28<<20 {
+		t.Fatalf("a chunked body with 12 MiB of room: %+v, in use %d; want capped at 8 MiB", cfg, b.inUse())
+	}
+	if !b.done(capped) || b.inUse() != 20<<20 {
+		t.Fatalf("a capped chunked body: want it reported as refused (503, not 413), in use %d", b.inUse())
+	}
+	if b.done(ch) || b.inUse() != 4<<20 {
+		t.Fatalf("a chunked body within LASTEVENT_MAX_BODY_BYTES: not refused; in use %d", b.inUse())
 	}
 }
 

@@ -375,7 +375,7 @@ func (h *Hub) attach(r *request) attachment {
 					oldest = s.seq.Load() + 1 // empty: it holds nothing yet
 				}
 				newest = s.seq.Load()
-				if d.resume+1 < oldest || d.resume > newest {
+				if (d.resume+1 < oldest || d.resume > newest) && !s.rep.degraded.Load() {
 					if o, n := st.Bounds(); o <= n {
 						oldest, newest = min(oldest, o), max(newest, n)
 					}

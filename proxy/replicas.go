@@ -365,6 +365,12 @@ func (s *stream) readLog(after uint64, dst []byte, maxBytes int) ([]byte, uint64
 		return dst, after, replay.ErrEvicted
 	default:
 	}
+	if s.rep.degraded.Load() {
+		// This owner went on alone from pendingFrom; past it, the Redis log
+		// may hold another replica's frames (see degraded): a sync rather
+		// than a splice of two upstream connections.
+		return dst, after, replay.ErrEvicted
+	}
 	b, last, err := st.ReadContext(context.Background(), after, dst, maxBytes)
 	s.hub.reps.report(err)
 	switch {

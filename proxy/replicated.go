@@ -53,10 +53,14 @@ type repState struct {
 	// append) with the write-back loop and relabelAbove, and guards the
 	// fields below it.
 	wmu         sync.Mutex
-	pendingFrom uint64 // first sequence not yet in Redis (0: none); the owner is degraded
+	pendingFrom uint64 // first sequence not yet in Redis (0: none); the owner is degraded (setPending)
 	retrying    bool   // the write-back loop runs
 	closed      bool   // runReplicated returned: no write-back or renewal any more
 	upID        []byte // the upstream's last event id as of the newest frame, for Redis
+	// degraded is pendingFrom != 0, for readers without wmu: while it
+	// holds, the Redis log past pendingFrom may be another replica's (one
+	// that took the stream over meanwhile), so clients read none of it.
+	degraded atomic.Bool
 	// A burst of frames held back for one Redis append (stageFrame), and
 	// the upstream's last event id as of its newest frame: the reader sets
 	// its own (upLastID) for the next frame before it takes wmu, while
@@ -68,6 +72,13 @@ type repState struct {
 	stageSize  int
 	stopRenew  chan struct{} // the renew loop of the owned log
 	renewDone  chan struct{}
+}
+
+// setPending sets pendingFrom (0: Redis has every frame); the caller holds
+// wmu.
+func (r *repState) setPending(from uint64) {
+	r.pendingFrom = from
+	r.degraded.Store(from != 0)
 }
 
 // st is the stream's Redis log, nil when it has none.
@@ -374,7 +385,7 @@ func (s *stream) setupCreate() (takeover bool) {
 	// when it does.
 	r.role.Store(roleLocal)
 	r.wmu.Lock()
-	r.pendingFrom = 1
+	r.setPending(1)
 	s.startWriteBack()
 	r.wmu.Unlock()
 	return false

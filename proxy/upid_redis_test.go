@@ -9,22 +9,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
 	"github.com/lastevent/lastevent/frame"
 	"github.com/lastevent/lastevent/replay"
+	"github.com/lastevent/lastevent/replay/redisstore"
 )
 
-// upIDOwner is an owner of a Redis log with what publish needs of its hub.
-func upIDOwner(t *testing.T, capacity int) *stream {
+// redisOwner is the owner of a new Redis log keeping about capacity frames,
+// with a local log of 10 and what publish needs of its hub, and a client of
+// that Redis.
+func redisOwner(t *testing.T, capacity int) (*stream, *redis.Client) {
 	t.Helper()
-	s, st := ownerWithRedisLog(t, capacity)
-	h := s.hub
-	h.cfg = &Config{MaxFrameBytes: 1 << 16, Redis: &RedisConfig{Lease: time.Minute, Retention: time.Minute, Timeout: time.Second}}
+	rc := testRedis(t)
+	h := &Hub{gens: replay.NewGenerator(), byLabel: make(map[replay.Gen]*stream), byGen: make(map[replay.Gen]*stream),
+		cfg:  &Config{MaxFrameBytes: 1 << 16, Redis: &RedisConfig{Lease: time.Minute, Retention: time.Minute, Timeout: time.Second}},
+		reps: &replicas{}}
 	h.metrics = newMetrics(h)
-	h.reps = &replicas{}
+	s := &stream{hub: h, gen: h.gens.Next(), rep: &repState{}, log: replay.NewRing(10, nil)}
+	s.labels.Store(&[]label{{gen: s.gen}})
+	st, err := redisstore.New(context.Background(), rc, s.gen, capacity, "test-node")
+	if st == nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Create(context.Background(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	s.becomeOwner(st)
-	return s
+	return s, rc
 }
 
 // The upstream id Redis records with a burst is that of the burst's newest
@@ -34,7 +47,7 @@ func upIDOwner(t *testing.T, capacity int) *stream {
 // LASTEVENT_UPSTREAM_RESUMES=true asked the upstream for what follows u2 and
 // put no marker in: u2's frame was lost silently. Found by review.
 func TestRedisUpstreamIDMatchesItsFrames(t *testing.T) {
-	s := upIDOwner(t, 100)
+	s, _ := redisOwner(t, 100)
 	s.upLastID = append(s.upLastID[:0], "u1"...) // what read does for frame u1
 	s.lockWrite()
 	seq := s.nextSeq()
@@ -61,7 +74,7 @@ func (p pipeBody) CloseWithError(err error) error { return p.PipeReader.CloseWit
 // The same with the real reader against clients' relabels; -race finds the
 // reader's upLastID read by the flush when it is shared.
 func TestRedisUpstreamIDNoRace(t *testing.T) {
-	s := upIDOwner(t, 100000)
+	s, _ := redisOwner(t, 100000)
 	s.stop = make(chan struct{})
 	pr, pw := io.Pipe()
 	resp := &fasthttp.Response{}

@@ -160,7 +160,7 @@ func (s *stream) flushLocked() {
 		for i := range r.stage {
 			r.stage[i] = s.reencodeBuf(r.stage[i], first+uint64(i), r.stageMark[i])
 		}
-		r.pendingFrom = first
+		r.setPending(first)
 		s.startWriteBack()
 	}
 	for i, f := range r.stage {
@@ -317,7 +317,7 @@ func (s *stream) writeBack() bool {
 		}
 	}
 	h.log.Info().Str("stream", genText(s.gen)).Uint64("from", next).Uint64("to", newest).Msg("Redis answers again; frames served meanwhile written back")
-	r.pendingFrom = 0
+	r.setPending(0)
 	return true
 }
 
@@ -400,7 +400,7 @@ func (s *stream) lostLog(st *redisstore.Store, stop chan struct{}) {
 	if r.pendingFrom == 0 {
 		next := s.seq.Load() + 1
 		s.relabel(next)
-		r.pendingFrom = next
+		r.setPending(next)
 		s.startWriteBack()
 	}
 }

@@ -40,7 +40,20 @@ func heapInUse(t *testing.T, p *proc) float64 {
 // two are read (and wait for their bodies); the other six get 503 at once,
 // and the heap holds about the two. Once those two connections go, their
 // room comes back: a whole 5 MiB upload goes through.
+//
+// The same with chunked bodies, each of one 10 MiB chunk: they declare no
+// length, but fasthttp takes the chunk's buffer as soon as its size line
+// arrives. They used to be counted as nothing, so eight held 128 MiB.
 func TestRequestBodiesBounded(t *testing.T) {
+	t.Run("content-length", func(t *testing.T) {
+		testRequestBodiesBounded(t, "Content-Length: 10485760\r\n\r\nx")
+	})
+	t.Run("chunked", func(t *testing.T) {
+		testRequestBodiesBounded(t, "Transfer-Encoding: chunked\r\n\r\n9FFFFE\r\nx")
+	})
+}
+
+func testRequestBodiesBounded(t *testing.T, bodyHead string) {
 	up := startUpstream(t)
 	p := startProxy(t, up.URL(), "LASTEVENT_MAX_BODY_MEMORY=32MiB")
 	before := heapInUse(t, p)
@@ -52,7 +65,7 @@ func TestRequestBodiesBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.Write([]byte("POST /echo/up HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\nx")); err != nil {
+		if _, err := c.Write([]byte("POST /echo/up HTTP/1.1\r\nHost: x\r\n" + bodyHead)); err != nil {
 			t.Fatal(err)
 		}
 		conns[i] = c
