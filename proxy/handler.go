@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,14 +71,16 @@ func (h *Handler) writeIdle(ctx *fasthttp.RequestCtx, d time.Duration) {
 }
 
 // isSSERequest: a GET whose Accept names text/event-stream, which is what
-// EventSource sends.
+// EventSource sends, other than with q=0 ("not acceptable", RFC 9110
+// 12.4.2).
 func isSSERequest(ctx *fasthttp.RequestCtx) bool {
 	if !ctx.IsGet() {
 		return false
 	}
 	for part := range strings.SplitSeq(string(ctx.Request.Header.Peek("Accept")), ",") {
-		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "text/event-stream" {
-			return true
+		if mt, params, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "text/event-stream" {
+			q, err := strconv.ParseFloat(params["q"], 64)
+			return params["q"] == "" || err != nil || q > 0
 		}
 	}
 	return false

@@ -105,7 +105,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	aerr := s.admin.Shutdown()
 	if errors.Is(err, context.DeadlineExceeded) {
-		return errors.New("shutdown grace period ended with streams still open")
+		return errors.New("shutdown grace period ended with connections still open (streams, or plain requests still being answered)")
 	}
 	return errors.Join(err, aerr)
 }

@@ -391,10 +391,12 @@ func addForwarded(dst *fasthttp.Request, ctx *fasthttp.RequestCtx) {
 	if ctx.IsTLS() {
 		proto = "https"
 	}
-	if prior := ctx.Request.Header.Peek("X-Forwarded-Proto"); len(prior) == 0 {
+	// The client's own, when it went on (a header its Connection line named
+	// did not, and so is replaced like a missing one).
+	if prior := dst.Header.Peek("X-Forwarded-Proto"); len(prior) == 0 {
 		dst.Header.Set("X-Forwarded-Proto", proto)
 	}
-	if prior := ctx.Request.Header.Peek("X-Forwarded-Host"); len(prior) == 0 {
+	if prior := dst.Header.Peek("X-Forwarded-Host"); len(prior) == 0 {
 		dst.Header.SetBytesV("X-Forwarded-Host", ctx.Host())
 	}
 }

@@ -492,3 +492,27 @@ func TestPlainWriteTimeout(t *testing.T) {
 		t.Errorf("a client reading 256 KiB every 100 ms got %d bytes of the %d-byte answer: it was dropped", n, len(big))
 	}
 }
+
+// TestPlainForwardedProtoAndHost: a client's own X-Forwarded-Proto and
+// -Host go on (lastevent trusts what is in front of it), but one that its
+// Connection line names is hop-by-hop: it is replaced like a missing one,
+// where it used to leave the upstream with none at all.
+func TestPlainForwardedProtoAndHost(t *testing.T) {
+	t.Parallel()
+	up := startPRUpstream(t, func(head string, body []byte) string { return prOK("ok") })
+	p := startProxy(t, up.URL())
+	prExchange(t, p.Addr, "GET /kept HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: front\r\n\r\n", time.Second)
+	prExchange(t, p.Addr, "GET /named HTTP/1.1\r\nHost: a\r\nConnection: close, X-Forwarded-Proto, X-Forwarded-Host\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: front\r\n\r\n", time.Second)
+	want := map[string][2]string{"/kept": {"https", "front"}, "/named": {"http", "a"}}
+	heads := up.Heads()
+	if len(heads) != 2 {
+		t.Fatalf("the upstream got %d requests", len(heads))
+	}
+	for _, h := range heads {
+		path := strings.Fields(h)[1]
+		proto, host := prHeaderValues(h, "X-Forwarded-Proto"), prHeaderValues(h, "X-Forwarded-Host")
+		if w := want[path]; len(proto) != 1 || proto[0] != w[0] || len(host) != 1 || host[0] != w[1] {
+			t.Errorf("%s: X-Forwarded-Proto %q, X-Forwarded-Host %q; want %q, %q", path, proto, host, w[0], w[1])
+		}
+	}
+}
