@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,6 +42,16 @@ func run(args, environ []string, stdout, stderr io.Writer, stop <-chan os.Signal
 		}
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0 // -h asked for the usage
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		// Flags stop at the first argument: "lastevent check -check-config"
+		// would start the server.
+		fmt.Fprintf(stderr, "lastevent: unexpected argument %q (it takes flags only; its configuration is LASTEVENT_* variables)\n", fs.Arg(0))
+		fs.Usage()
 		return 2
 	}
 	if *showVersion {

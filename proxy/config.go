@@ -266,12 +266,17 @@ func (r RawConfig) Parse() (Config, error) {
 		bad("UPSTREAM_URL", r.UpstreamURL, "must name a host, e.g. http://127.0.0.1:9000")
 	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		bad("UPSTREAM_URL", r.UpstreamURL, "must not hold a query, fragment or user info")
+	} else if p, err := strconv.Atoi(u.Port()); u.Port() != "" && (err != nil || p < 1 || p > 65535) {
+		bad("UPSTREAM_URL", r.UpstreamURL, "port must be a number from 1 to 65535")
 	} else {
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		c.Upstream = u
 	}
 	c.ListenAddr = addr("LISTEN_ADDR", r.ListenAddr)
 	c.AdminAddr = addr("ADMIN_ADDR", r.AdminAddr)
+	if sameListener(c.ListenAddr, c.AdminAddr) {
+		bad("ADMIN_ADDR", r.AdminAddr, "must not be LASTEVENT_LISTEN_ADDR's address: the two listeners cannot share a port")
+	}
 	switch strings.TrimSpace(r.Mode) {
 	case "session":
 		c.Mode = ModeSession
@@ -284,6 +289,9 @@ func (r RawConfig) Parse() (Config, error) {
 	c.MaxMemory = size("MAX_MEMORY", r.MaxMemory, 64<<10, 1<<50)
 	c.Linger = durPos("LINGER", r.Linger, true)
 	c.Heartbeat = durPos("HEARTBEAT", r.Heartbeat, false)
+	if c.Heartbeat > 0 && c.Heartbeat < minTimeout {
+		bad("HEARTBEAT", r.Heartbeat, "must be at least "+minTimeout.String()+": every client gets a comment that often")
+	}
 	c.Retry = durPos("RETRY", r.Retry, false)
 	if c.Retry > MaxRetry || (c.Retry > 0 && c.Retry < MinRetry) {
 		// The same bounds as an upstream's retry: a tiny one makes every
@@ -338,6 +346,9 @@ func (r RawConfig) Parse() (Config, error) {
 		}
 	}
 	c.WriteTimeout = durPos("WRITE_TIMEOUT", r.WriteTimeout, false)
+	if c.WriteTimeout > 0 && c.WriteTimeout < minTimeout {
+		bad("WRITE_TIMEOUT", r.WriteTimeout, "must be at least "+minTimeout.String()+": one write to a client may take that long")
+	}
 	c.ClientDeadTimeout = durPos("CLIENT_DEAD_TIMEOUT", r.ClientDeadTimeout, true)
 	c.UpstreamTimeout = durPos("UPSTREAM_TIMEOUT", r.UpstreamTimeout, false)
 	c.UpstreamIdleTimeout = durPos("UPSTREAM_IDLE_TIMEOUT", r.UpstreamIdleTimeout, true)
@@ -533,4 +544,20 @@ func redactURL(raw string) string {
 func defaultNodeID() string {
 	h, _ := os.Hostname()
 	return h
+}
+
+// minTimeout is the least LASTEVENT_HEARTBEAT and LASTEVENT_WRITE_TIMEOUT:
+// a heartbeat of 1ns wrote megabytes of comments a second to every client.
+const minTimeout = 100 * time.Millisecond
+
+// sameListener reports whether two host:port addresses would bind the same
+// port: the same non-zero port, and the same host or a wildcard on either.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" || h == "[::]" }
+	return ha == hb || wild(ha) || wild(hb)
 }

@@ -179,4 +179,15 @@ func TestConfigVersion(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("unknown flag: exit status %d, want 2", code)
 	}
+	code, _, stderr = runBinary(t, nil, "-h")
+	if code != 0 || !strings.Contains(stderr, "usage: lastevent") {
+		t.Fatalf("-h: exit status %d, want 0 and the usage\n%s", code, stderr)
+	}
+	// Flags stop at an argument: this used to start the server.
+	listen, admin := holdAddr(t), holdAddr(t)
+	env := []string{"LASTEVENT_UPSTREAM_URL=http://127.0.0.1:9", "LASTEVENT_LISTEN_ADDR=" + listen, "LASTEVENT_ADMIN_ADDR=" + admin}
+	code, _, stderr = runBinary(t, env, "check", "-check-config")
+	if code != 2 || !strings.Contains(stderr, `unexpected argument "check"`) {
+		t.Fatalf("an argument before -check-config: exit status %d, want 2 and what is wrong\n%s", code, stderr)
+	}
 }
