@@ -548,7 +548,7 @@ func defaultNodeID() string {
 
 // minTimeout is the least LASTEVENT_HEARTBEAT and LASTEVENT_WRITE_TIMEOUT:
 // a heartbeat of 1ns wrote megabytes of comments a second to every client.
-const minTimeout = 100 * time.Millisecond
+const minTimeout = 10 * time.Millisecond
 
 // sameListener reports whether two host:port addresses would bind the same
 // port: the same non-zero port, and the same host or a wildcard on either.

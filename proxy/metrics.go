@@ -53,7 +53,6 @@ func newMetrics(h *Hub) *metrics {
 		clientsEnded:       s.NewCounter(`lastevent_clients_closed_total{reason="stream_end"}`),
 		syncByReason:       make(map[string]*vm.Counter),
 		replaySeconds:      s.NewPrometheusHistogram("lastevent_replay_seconds"),
-		redisAppends:       s.NewCounter("lastevent_redis_appends_total"),
 	}
 	for _, r := range syncReasons {
 		m.syncByReason[r] = s.NewCounter(`lastevent_resumes_total{outcome="sync_required",reason="` + r + `"}`)
@@ -70,6 +69,7 @@ func newMetrics(h *Hub) *metrics {
 			return 0
 		})
 		r.errCounter = s.NewCounter("lastevent_redis_errors_total")
+		m.redisAppends = s.NewCounter("lastevent_redis_appends_total")
 	}
 	s.NewGauge("lastevent_goroutines", func() float64 { return float64(runtime.NumGoroutine()) })
 	return m
