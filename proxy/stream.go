@@ -169,13 +169,17 @@ func (s *stream) runUpstream(takeover bool) {
 			// A head over upstreamReadBuffer cannot be read, however often
 			// it is asked for (as nginx's "upstream sent too big header"):
 			// 502, not a stream held with heartbeats and retried for good.
-			s.upError()
 			s.hub.log.Error().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Int("limit_bytes", upstreamReadBuffer).
 				Msg("upstream response head too large; answering 502")
-			if !s.markReady(&passedResponse{status: fasthttp.StatusBadGateway, body: []byte("lastevent: upstream response head larger than 8 KiB\n")}) {
-				s.hub.log.Warn().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream head too large on a reconnect; ending the stream")
-			}
-			resp.Reset()
+			s.badGateway(resp, "lastevent: upstream response head larger than 8 KiB\n")
+			return
+		case err == nil && isSSEType(resp) && !isIdentity(resp):
+			// Compressed although lastevent asked for identity: its bytes
+			// are not frames, and the stream never ends, so reading it as a
+			// plain answer would only time out.
+			s.hub.log.Error().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Bytes("content_encoding", resp.Header.ContentEncoding()).
+				Msg("upstream sent its event stream compressed although asked for Accept-Encoding: identity; answering 502")
+			s.badGateway(resp, "lastevent: upstream sent the event stream compressed (Content-Encoding: "+string(resp.Header.ContentEncoding())+"); it must send it uncompressed\n")
 			return
 		case err != nil:
 			retryable = true
@@ -605,18 +609,34 @@ func (s *stream) finish() {
 	close(s.done)
 }
 
-// isEventStream: a 200 text/event-stream answer lastevent can parse. One
-// that is compressed although lastevent asked for identity is not: it goes
-// to the client as it is (a plain answer), not parsed as garbage.
-func isEventStream(resp *fasthttp.Response) bool {
-	if resp.StatusCode() != fasthttp.StatusOK {
-		return false
+// badGateway answers an upstream answer that no attempt can make readable
+// with a 502 (or, on a reconnect, ends the stream) and lets the answer go.
+func (s *stream) badGateway(resp *fasthttp.Response, body string) {
+	s.upError()
+	if !s.markReady(&passedResponse{status: fasthttp.StatusBadGateway, body: []byte(body)}) {
+		s.hub.log.Warn().Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream answer unreadable on a reconnect; ending the stream")
 	}
-	if ce := resp.Header.ContentEncoding(); len(ce) > 0 && !strings.EqualFold(string(ce), "identity") {
+	resp.CloseBodyStream()
+	resp.Reset()
+}
+
+// isEventStream: a 200 text/event-stream answer lastevent can parse (one
+// compressed although lastevent asked for identity is not).
+func isEventStream(resp *fasthttp.Response) bool {
+	return isSSEType(resp) && isIdentity(resp)
+}
+
+func isSSEType(resp *fasthttp.Response) bool {
+	if resp.StatusCode() != fasthttp.StatusOK {
 		return false
 	}
 	mt, _, err := mime.ParseMediaType(string(resp.Header.ContentType()))
 	return err == nil && mt == "text/event-stream"
+}
+
+func isIdentity(resp *fasthttp.Response) bool {
+	ce := resp.Header.ContentEncoding()
+	return len(ce) == 0 || strings.EqualFold(string(ce), "identity")
 }
 
 // capture reads a response that is passed to the client as is; its body is
