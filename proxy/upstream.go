@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -37,7 +38,8 @@ const upstreamReadBuffer = 8 << 10
 // halt cannot reach: there is no body to close yet.
 func newStreamClient(cfg *Config, conns *connSet) *fasthttp.Client {
 	d := &net.Dialer{Timeout: cfg.UpstreamTimeout, KeepAlive: 15 * time.Second}
-	return &fasthttp.Client{
+	cl := &fasthttp.Client{}
+	*cl = fasthttp.Client{
 		Name:                     "lastevent",
 		NoDefaultUserAgentHeader: true,
 		StreamResponseBody:       true,
@@ -58,16 +60,65 @@ func newStreamClient(cfg *Config, conns *connSet) *fasthttp.Client {
 			if err != nil {
 				return nil, err
 			}
-			sc := newStreamConn(c, cfg.UpstreamTimeout, cfg.UpstreamIdleTimeout)
-			sc.set = conns // before add: closeAll may close it from then on
-			if !conns.add(sc) {
-				sc.Close()
-				return nil, errStopped // shutting down
-			}
-			return sc, nil
+			return finishDial(cl, cfg, c, addr, cfg.UpstreamIdleTimeout, conns)
 		},
+		TLSConfig: upstreamTLSConfig(),
 	}
+	return cl
 }
+
+// upstreamTLSConfig is the base of the upstream clients' TLS: the system's
+// roots (SSL_CERT_FILE and SSL_CERT_DIR name others), sessions resumed.
+func upstreamTLSConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
+}
+
+// finishDial makes c, a new TCP connection to the upstream, a streamConn of
+// cl (which set is not nil puts in set), with TLS underneath it when the
+// upstream is https: the streamConn's head scan and deadlines must see the
+// HTTP bytes, not TLS records (with fasthttp's TLS put on top of it, the
+// head's end was never found, so every stream was cut at its head deadline,
+// LASTEVENT_UPSTREAM_TIMEOUT after it began). The handshake gets
+// LASTEVENT_UPSTREAM_TIMEOUT and, in set, can be ended by closeAll.
+func finishDial(cl *fasthttp.Client, cfg *Config, c net.Conn, addr string, idle time.Duration, set *connSet) (net.Conn, error) {
+	var tc *tls.Conn
+	if cfg.Upstream != nil && cfg.Upstream.Scheme == "https" {
+		conf := cl.TLSConfig.Clone()
+		if conf.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			conf.ServerName = host
+		}
+		tc = tls.Client(c, conf)
+		c = tc
+	}
+	sc := newStreamConn(c, cfg.UpstreamTimeout, idle)
+	if set != nil {
+		sc.set = set // before add: closeAll may close it from then on
+		if !set.add(sc) {
+			sc.Close()
+			return nil, errStopped // shutting down
+		}
+	}
+	if tc == nil {
+		return sc, nil
+	}
+	_ = tc.SetDeadline(time.Now().Add(cfg.UpstreamTimeout))
+	if err := tc.Handshake(); err != nil {
+		sc.Close()
+		return nil, err
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tlsStreamConn{sc}, nil
+}
+
+// tlsStreamConn is a streamConn over TLS. Its Handshake method tells
+// fasthttp that the connection is TLS already (it would put TLS on top).
+type tlsStreamConn struct{ *streamConn }
+
+func (tlsStreamConn) Handshake() error { return nil }
 
 // connSet is the open upstream stream connections.
 type connSet struct {
@@ -130,7 +181,8 @@ func connWasClosed(err error) bool {
 // newPlainClient returns the client for ordinary (non-SSE) requests, which
 // are proxied as they are.
 func newPlainClient(cfg *Config) *fasthttp.Client {
-	return &fasthttp.Client{
+	cl := &fasthttp.Client{}
+	*cl = fasthttp.Client{
 		NoDefaultUserAgentHeader: true, // and no Name: a request without User-Agent goes on without one
 		MaxConnsPerHost:          cfg.UpstreamMaxConnections,
 		ReadTimeout:              max(cfg.UpstreamTimeout, 60*time.Second),
@@ -162,9 +214,11 @@ func newPlainClient(cfg *Config) *fasthttp.Client {
 			// The answer's head within LASTEVENT_UPSTREAM_TIMEOUT, then each
 			// read of its body within plainBodyIdle (fasthttp's ReadTimeout,
 			// one deadline for the whole answer, is not applied).
-			return newStreamConn(c, cfg.UpstreamTimeout, plainBodyIdle), nil
+			return finishDial(cl, cfg, c, addr, plainBodyIdle, nil)
 		},
+		TLSConfig: upstreamTLSConfig(),
 	}
+	return cl
 }
 
 // streamConn enforces the upstream stream timeouts itself (see
