@@ -5,11 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/lastevent/lastevent/frame"
 	"github.com/lastevent/lastevent/replay"
-	"github.com/lastevent/lastevent/replay/redisstore"
 )
 
 // A degraded owner (its appends failed: it went on alone from pendingFrom
@@ -43,17 +41,7 @@ func TestDegradedOwnerReadsNoOtherWriter(t *testing.T) {
 		s.deliver(seq, enc(s.id(seq), "A"))
 	}
 	// Meanwhile replica B took the log over and went on from 11.
-	_, _, lease := redisstore.Keys(s.gen)
-	if err := rc.Del(ctx, lease).Err(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := redisstore.New(ctx, rc, s.gen, 1000, "b")
-	if b == nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Acquire(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	b := takeOver(t, s, rc)
 	other := s.hub.gens.Next()
 	for seq := uint64(11); seq <= 40; seq++ {
 		if err := b.AppendContext(ctx, seq, [][]byte{enc(replay.ID{Gen: other, Seq: seq}, "B")}, ""); err != nil {

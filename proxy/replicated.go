@@ -239,6 +239,18 @@ func (s *stream) relabelAbove(id replay.ID) bool {
 	}
 	gen := h.gens.Next()
 	if st := r.st(); st != nil && r.role.Load() == roleOwner && r.pendingFrom == 0 {
+		// SetAlias is not fenced: renew first, so that an owner another
+		// replica took over (unknown to it yet) mints no label above the
+		// new owner's, whose frames it is about to follow. After a renewal
+		// nobody else can take the lease for a lease's time.
+		if _, err := st.Renew(context.Background()); err != nil {
+			h.reps.report(err)
+			if errors.Is(err, redisstore.ErrFenced) {
+				r.demote.Store(true)
+				s.closeBody()
+			}
+			return false
+		}
 		if err := st.SetAlias(context.Background(), gen, head+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
 			h.reps.report(err)
 			return false

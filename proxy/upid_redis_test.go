@@ -40,6 +40,38 @@ func redisOwner(t *testing.T, capacity int) (*stream, *redis.Client) {
 	return s, rc
 }
 
+// ownerPublish is what read does for one frame with the upstream id upID
+// ("" keeps the last one) and the data data, up to its flush.
+func ownerPublish(s *stream, upID, data string) {
+	if upID != "" {
+		s.upLastID = append(s.upLastID[:0], upID...)
+	}
+	s.lockWrite()
+	seq := s.nextSeq()
+	s.idText = s.id(seq).AppendText(s.idText[:0])
+	s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &frame.Frame{Data: []byte(data), Retry: -1})
+	s.publish(seq, "")
+	s.unlockWrite()
+}
+
+// takeOver is replica b taking the log of s over (the lease of s ran out).
+func takeOver(t *testing.T, s *stream, rc *redis.Client) *redisstore.Store {
+	t.Helper()
+	ctx := context.Background()
+	_, _, lease := redisstore.Keys(s.gen)
+	if err := rc.Del(ctx, lease).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := redisstore.New(ctx, rc, s.gen, 1000, "b")
+	if b == nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Acquire(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // The upstream id Redis records with a burst is that of the burst's newest
 // frame, also when a client's request (relabelAbove) flushes the burst while
 // the reader has already taken the next frame's id: Redis held frames up to
@@ -48,13 +80,7 @@ func redisOwner(t *testing.T, capacity int) (*stream, *redis.Client) {
 // put no marker in: u2's frame was lost silently. Found by review.
 func TestRedisUpstreamIDMatchesItsFrames(t *testing.T) {
 	s, _ := redisOwner(t, 100)
-	s.upLastID = append(s.upLastID[:0], "u1"...) // what read does for frame u1
-	s.lockWrite()
-	seq := s.nextSeq()
-	s.idText = s.id(seq).AppendText(s.idText[:0])
-	s.scratch = frame.AppendEvent(s.scratch[:0], s.idText, &frame.Frame{Data: []byte("x"), Retry: -1})
-	s.publish(seq, "")
-	s.unlockWrite()
+	ownerPublish(s, "u1", "x")
 	// read parsed frame u2 and waits for wmu, which a client's attach holds.
 	s.upLastID = append(s.upLastID[:0], "u2"...)
 	s.relabelAbove(replay.ID{Gen: s.hub.gens.Next(), Seq: 1})

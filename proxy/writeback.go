@@ -283,6 +283,12 @@ func (s *stream) writeBack() bool {
 	next := max(r.pendingFrom, m.Newest+1)
 	if m.Newest == 0 {
 		next = r.pendingFrom
+	} else if m.Newest+1 < r.pendingFrom {
+		// Redis lost frames it had acknowledged (a failover to a replica
+		// that lagged behind): put them back from the local log too, or
+		// every append is refused as out of order, for good. If the local
+		// log no longer has them, the stream ends below.
+		next = m.Newest + 1
 	}
 	oldest, newest := s.log.Bounds()
 	if next < oldest && next <= newest {
@@ -309,7 +315,17 @@ func (s *stream) writeBack() bool {
 		batch = append(batch, append([]byte(nil), b...))
 		size += len(b)
 		if len(batch) == 256 || size >= stageBytes || seq == newest {
-			if err := r.st().AppendContext(ctx, first, batch, string(r.upID)); err != nil {
+			// r.upID is the newest frame's upstream id: only the last batch
+			// may record it. An earlier one records none (the local log
+			// does not keep each frame's), so that a successor taking over
+			// a write-back cut short reconnects without an id and puts a
+			// marker in, rather than resuming the upstream past frames
+			// Redis never got.
+			upID := ""
+			if seq == newest {
+				upID = string(r.upID)
+			}
+			if err := r.st().AppendContext(ctx, first, batch, upID); err != nil {
 				h.reps.report(err)
 				return false
 			}
