@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -44,7 +45,11 @@ func FuzzParser(f *testing.F) {
 				}
 			}
 			for _, r := range want {
-				if r.Err == "" && len(r.Data)+len(r.Event)+len(r.ID) > maxFrame {
+				size := len(r.Data) + len(r.Event) + len(r.ID)
+				if r.Dispatch {
+					size += dataLineCost * (strings.Count(r.Data, "\n") + 1) // "data: " per line, once encoded
+				}
+				if r.Err == "" && size > maxFrame {
 					t.Fatalf("input %q: frame %v exceeds maxFrame %d", in, r, maxFrame)
 				}
 			}

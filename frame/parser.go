@@ -71,6 +71,7 @@ type Parser struct {
 	// The block being read. id holds the last valid id; idTmp the id being
 	// read, which replaces it only if it turns out to hold no NUL.
 	data, event, id, idTmp []byte
+	dataLines              int // data fields in the block: each costs dataLineCost more once encoded
 	hasData, hasID         bool
 	hadField               bool // a data, event, valid id or valid retry field was seen
 	retry                  int64
@@ -91,7 +92,10 @@ func (p *Parser) SetBeforeRead(fn func()) { p.beforeRead = fn }
 // NewParser returns a parser reading from r that bounds a frame to maxFrame
 // bytes; maxFrame <= 0 means 1 MiB. A line longer than maxFrame bytes
 // (without its line ending), or a block whose data (with the LFs that join
-// its lines), event and id together exceed maxFrame, gives ErrFrameTooLarge.
+// its lines), event and id, plus dataLineCost for each data line, together
+// exceed maxFrame, gives ErrFrameTooLarge. The block's data lines are thus
+// counted about as AppendEvent writes them ("data: ", the line, LF): a block
+// of many short lines cannot take several times maxFrame once encoded.
 // r may be nil if Reset is called before Next.
 func NewParser(r io.Reader, maxFrame int) *Parser {
 	p := &Parser{maxFrame: maxFrame}
@@ -354,10 +358,15 @@ func (p *Parser) startField(f field) bool {
 	p.field = f
 	switch f {
 	case fieldData:
+		join := 0
 		if p.hasData {
-			if !p.fits(1) {
-				return false
-			}
+			join = 1
+		}
+		if !p.fits(join + dataLineCost) {
+			return false
+		}
+		p.dataLines++
+		if join > 0 {
 			p.data = p.appendBounded(p.data, []byte{'\n'})
 		}
 		p.hasData, p.hadField = true, true
@@ -418,7 +427,7 @@ func (p *Parser) appendValue(v []byte) bool {
 // and id within maxFrame. While an id is being read it stands in for the
 // previous one, which it is about to replace.
 func (p *Parser) fits(n int) bool {
-	size := len(p.data) + len(p.event) + n
+	size := len(p.data) + len(p.event) + n + p.dataLines*dataLineCost
 	if p.field == fieldID {
 		size += len(p.idTmp)
 	} else {
@@ -505,5 +514,11 @@ func (p *Parser) tooLarge() (*Frame, error) {
 func (p *Parser) resetBlock() {
 	p.data, p.event, p.id, p.idTmp = p.data[:0], p.event[:0], p.id[:0], p.idTmp[:0]
 	p.hasData, p.hasID, p.hadField = false, false, false
+	p.dataLines = 0
 	p.retry = -1
 }
+
+// dataLineCost is what a data line takes beyond its bytes once encoded,
+// "data: " (its LF is the joining LF the data already holds, or the one
+// ending the block).
+const dataLineCost = len("data: ")

@@ -326,6 +326,11 @@ func (h *Hub) attach(r *request) attachment {
 			return attachment{pass: shuttingDown}
 		}
 		if s.pass != nil {
+			if !d.opener {
+				// The upstream's cookies are for the client whose request
+				// it answered, as on a stream (handler.go).
+				return attachment{pass: s.pass.withoutCookies()}
+			}
 			return attachment{pass: s.pass}
 		}
 		c := &client{

@@ -108,6 +108,15 @@ type passedResponse struct {
 	body   []byte
 }
 
+// withoutCookies is p without the upstream's Set-Cookie, for the clients
+// that joined the stream the answer was to.
+func (p *passedResponse) withoutCookies() *passedResponse {
+	q := &passedResponse{status: p.status, body: p.body}
+	p.header.CopyTo(&q.header)
+	q.header.DelAllCookies()
+	return q
+}
+
 func (s *stream) id(seq uint64) replay.ID {
 	if s.rep == nil {
 		return replay.ID{Gen: s.gen, Seq: seq}
@@ -643,6 +652,10 @@ func isIdentity(resp *fasthttp.Response) bool {
 // bounded by LASTEVENT_MAX_BODY_BYTES.
 func capture(resp *fasthttp.Response, limit int, timeout time.Duration) *passedResponse {
 	pr := &passedResponse{status: resp.StatusCode()}
+	// An answer without a Content-Type gets none: fasthttp's view of the
+	// header, and the copy written to the client, would add text/plain.
+	resp.Header.SetNoDefaultContentType(true)
+	pr.header.SetNoDefaultContentType(true)
 	copyResponseHeaders(&pr.header, &resp.Header)
 	if r := resp.BodyStream(); r != nil {
 		// Within LASTEVENT_UPSTREAM_TIMEOUT: a body that stops halfway
