@@ -264,12 +264,13 @@ func (r RawConfig) Parse() (Config, error) {
 		bad("UPSTREAM_URL", r.UpstreamURL, "scheme must be http or https")
 	} else if u.Host == "" || u.Hostname() == "" {
 		bad("UPSTREAM_URL", r.UpstreamURL, "must name a host, e.g. http://127.0.0.1:9000")
-	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+	} else if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
 		bad("UPSTREAM_URL", r.UpstreamURL, "must not hold a query, fragment or user info")
 	} else if p, err := strconv.Atoi(u.Port()); u.Port() != "" && (err != nil || p < 1 || p > 65535) {
 		bad("UPSTREAM_URL", r.UpstreamURL, "port must be a number from 1 to 65535")
 	} else {
 		u.Path = strings.TrimSuffix(u.Path, "/")
+		u.RawPath = strings.TrimSuffix(u.RawPath, "/") // else String drops its escapes (%2F)
 		c.Upstream = u
 	}
 	c.ListenAddr = addr("LISTEN_ADDR", r.ListenAddr)

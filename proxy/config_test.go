@@ -61,6 +61,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if got := cfg.Upstream.String(); got != "http://127.0.0.1:9000/base" {
 		t.Errorf("Upstream %q, want the trailing slash trimmed", got)
 	}
+	// An escaped slash stays escaped (trimming Path alone made String
+	// drop RawPath, so requests went to /a/b/...).
+	if cfg, _, err := proxy.LoadConfig([]string{"LASTEVENT_UPSTREAM_URL=http://127.0.0.1:9000/a%2Fb/"}); err != nil || cfg.Upstream.String() != "http://127.0.0.1:9000/a%2Fb" {
+		t.Errorf("Upstream %v (%v), want http://127.0.0.1:9000/a%%2Fb", cfg.Upstream, err)
+	}
 	checks := []struct {
 		name      string
 		got, want any
@@ -206,6 +211,8 @@ func TestParseRules(t *testing.T) {
 		{"UPSTREAM_URL", "http://", "must name a host", nil},
 		{"UPSTREAM_URL", "http://:9000", "must name a host", nil},
 		{"UPSTREAM_URL", "http://legacy/?a=1", "must not hold a query", nil},
+		{"UPSTREAM_URL", "http://legacy/?", "must not hold a query", nil}, // requests went to /?/path
+		{"UPSTREAM_URL", "http://legacy:9000?", "must not hold a query", nil},
 		{"UPSTREAM_URL", "http://legacy/#top", "must not hold a query", nil},
 		{"UPSTREAM_URL", "http://user:pw@legacy", "must not hold a query", nil},
 		{"UPSTREAM_URL", "http://legacy:9000/%zz", "is not a URL", nil},
