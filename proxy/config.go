@@ -256,18 +256,19 @@ func (r RawConfig) Parse() (Config, error) {
 		return v
 	}
 
+	shownUp := redactURL(r.UpstreamURL) // the value may hold a password or a token
 	if strings.TrimSpace(r.UpstreamURL) == "" {
-		bad("UPSTREAM_URL", r.UpstreamURL, "is required: the base URL of the upstream, e.g. http://127.0.0.1:9000")
+		bad("UPSTREAM_URL", shownUp, "is required: the base URL of the upstream, e.g. http://127.0.0.1:9000")
 	} else if u, err := url.Parse(strings.TrimSpace(r.UpstreamURL)); err != nil {
-		bad("UPSTREAM_URL", r.UpstreamURL, "is not a URL: "+err.Error())
+		bad("UPSTREAM_URL", shownUp, "is not a URL: "+urlErrText(err))
 	} else if u.Scheme != "http" && u.Scheme != "https" {
-		bad("UPSTREAM_URL", r.UpstreamURL, "scheme must be http or https")
+		bad("UPSTREAM_URL", shownUp, "scheme must be http or https")
 	} else if u.Host == "" || u.Hostname() == "" {
-		bad("UPSTREAM_URL", r.UpstreamURL, "must name a host, e.g. http://127.0.0.1:9000")
+		bad("UPSTREAM_URL", shownUp, "must name a host, e.g. http://127.0.0.1:9000")
 	} else if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
-		bad("UPSTREAM_URL", r.UpstreamURL, "must not hold a query, fragment or user info")
+		bad("UPSTREAM_URL", shownUp, "must not hold a query, fragment or user info")
 	} else if p, err := strconv.Atoi(u.Port()); u.Port() != "" && (err != nil || p < 1 || p > 65535) {
-		bad("UPSTREAM_URL", r.UpstreamURL, "port must be a number from 1 to 65535")
+		bad("UPSTREAM_URL", shownUp, "port must be a number from 1 to 65535")
 	} else {
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		u.RawPath = strings.TrimSuffix(u.RawPath, "/") // else String drops its escapes (%2F)
@@ -316,7 +317,7 @@ func (r RawConfig) Parse() (Config, error) {
 	}
 	c.MaxFrameBytes = int(size("MAX_FRAME_BYTES", r.MaxFrameBytes, 1<<10, 1<<30))
 	if c.MaxFrameBytes > 0 && c.MaxMemory > 0 && int64(c.MaxFrameBytes) > c.MaxMemory {
-		bad("MAX_FRAME_BYTES", r.MaxFrameBytes, "must not exceed LASTEVENT_MAX_MEMORY")
+		bad("MAX_FRAME_BYTES", r.MaxFrameBytes, "must not exceed LASTEVENT_MAX_MEMORY ("+strings.TrimSpace(r.MaxMemory)+"): set it lower too (its default is 1MiB), or LASTEVENT_MAX_MEMORY higher")
 	}
 	c.LogLevel = strings.ToLower(strings.TrimSpace(r.LogLevel))
 	switch c.LogLevel {
@@ -520,25 +521,61 @@ func redisAddr(raw string, cluster bool) (string, error) {
 		if err != nil {
 			return "", errors.New(strings.TrimPrefix(err.Error(), "redis: "))
 		}
+		for _, a := range o.Addrs {
+			if err := checkHostPort(a); err != nil {
+				return "", err
+			}
+		}
 		return o.Addrs[0], nil
 	}
 	o, err := redis.ParseURL(raw)
 	if err != nil {
 		return "", errors.New(strings.TrimPrefix(err.Error(), "redis: "))
 	}
+	if err := checkHostPort(o.Addr); err != nil {
+		return "", err
+	}
 	return o.Addr, nil
 }
 
-// redactURL hides a password in a URL for messages and logs.
+// checkHostPort rejects what the dial would: a port out of range.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: want host:port", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("address %q: port must be a number from 1 to 65535", addr)
+	}
+	return nil
+}
+
+// redactURL hides a password, a query and a fragment in a URL for messages
+// and logs (a query may carry a token).
 func redactURL(raw string) string {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		if strings.Contains(raw, "@") {
-			return "(unparsable URL)" // it may hold a password
+		if strings.ContainsAny(raw, "@?#") {
+			return "(unparsable URL)" // it may hold a password or a token
 		}
 		return raw
 	}
+	if u.RawQuery != "" {
+		u.RawQuery = "xxxxx"
+	}
+	if u.Fragment != "" {
+		u.Fragment, u.RawFragment = "xxxxx", ""
+	}
 	return u.Redacted()
+}
+
+// urlErrText is a url.Parse error without the URL it quotes.
+func urlErrText(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // defaultNodeID is the hostname: in Kubernetes, the pod name.

@@ -214,7 +214,9 @@ func TestParseRules(t *testing.T) {
 		{"UPSTREAM_URL", "http://legacy/?", "must not hold a query", nil}, // requests went to /?/path
 		{"UPSTREAM_URL", "http://legacy:9000?", "must not hold a query", nil},
 		{"UPSTREAM_URL", "http://legacy/#top", "must not hold a query", nil},
-		{"UPSTREAM_URL", "http://user:pw@legacy", "must not hold a query", nil},
+		{"UPSTREAM_URL", "http://user:S3cret@legacy", "must not hold a query", nil},
+		{"UPSTREAM_URL", "http://legacy/?token=S3cret", "must not hold a query", nil},
+		{"UPSTREAM_URL", "http://u:S3cret@legacy:bad", "is not a URL", nil},
 		{"UPSTREAM_URL", "http://legacy:9000/%zz", "is not a URL", nil},
 		{"UPSTREAM_URL", "http://legacy:99999", "port must be a number from 1", nil},
 		{"UPSTREAM_URL", "http://legacy:0", "port must be a number from 1", nil},
@@ -283,6 +285,9 @@ func TestParseRules(t *testing.T) {
 		{"REDIS_URL", "http://redis:6379", "scheme must be redis or rediss", map[string]string{"STORE": "redis"}},
 		{"REDIS_URL", "redis://", "must name a host", map[string]string{"STORE": "redis"}},
 		{"REDIS_URL", "redis://redis:6379/notadb", "invalid database number", map[string]string{"STORE": "redis"}},
+		{"REDIS_URL", "redis://u:S3cret@redis:99999", "port must be a number from 1 to 65535", map[string]string{"STORE": "redis"}},
+		{"REDIS_URL", "redis://redis:6379?addr=redis2:70000", "port must be a number from 1 to 65535", map[string]string{"STORE": "redis", "REDIS_CLUSTER": "true"}},
+		{"REDIS_URL", "redis://redis:6379?password=S3cret", "unexpected option", map[string]string{"STORE": "redis"}},
 		{"REDIS_CLUSTER", "yes", "must be true or false", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
 		{"NODE_ID", "pod 1", "without spaces or control characters", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
 		{"REDIS_LEASE", "100ms", "at least 300ms", map[string]string{"STORE": "redis", "REDIS_URL": "redis://127.0.0.1:6379"}},
@@ -312,6 +317,10 @@ func TestParseRules(t *testing.T) {
 			}
 			if !strings.Contains(lines[0], tc.rule) {
 				t.Fatalf("error %q does not say %q", lines[0], tc.rule)
+			}
+			// A password or token in a URL never shows (errors go to the logs).
+			if strings.Contains(lines[0], "S3cret") {
+				t.Fatalf("error %q shows a secret", lines[0])
 			}
 		})
 	}

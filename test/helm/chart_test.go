@@ -1044,6 +1044,17 @@ func TestChartRefuses(t *testing.T) {
 			t.Errorf("--set %s: %v\n%s", bad.set, err, out)
 		}
 	}
+	// Ports the two containers of one pod would both listen on.
+	for _, bad := range []struct{ set, want string }{
+		{"upstreamPort=8080", "upstreamPort 8080 is also lastevent's port"},
+		{"upstreamPort=8081", "upstreamPort 8081 is also lastevent's port"},
+		{"config.LASTEVENT_ADMIN_ADDR=:8080", "LASTEVENT_LISTEN_ADDR and LASTEVENT_ADMIN_ADDR both use port 8080"},
+	} {
+		out, err := h.run(c.chart, "template", "x", ".", "--set", bad.set)
+		if err == nil || !bytes.Contains(out, []byte(bad.want)) {
+			t.Errorf("--set %s: want an error saying %q, got %v:\n%.600s", bad.set, bad.want, err, out)
+		}
+	}
 	// The store settings: a clear message for each mistake, naming the value.
 	for _, bad := range []struct {
 		set  []string

@@ -209,6 +209,14 @@ env: every LASTEVENT_* setting of .Values.config, plus the store settings
 
 {{/* ports: "lastevent" (clients) and "lastevent-admin", from the listen addresses. */}}
 {{- define "lastevent.ports" -}}
+{{- $listen := include "lastevent.listenPort" . | int }}
+{{- $admin := include "lastevent.adminPort" . | int }}
+{{- if eq $listen $admin }}
+{{- fail (printf "LASTEVENT_LISTEN_ADDR and LASTEVENT_ADMIN_ADDR both use port %d" $listen) }}
+{{- end }}
+{{- if and (not .Values.config.LASTEVENT_UPSTREAM_URL) (has (int .Values.upstreamPort) (list $listen $admin)) }}
+{{- fail (printf "upstreamPort %v is also lastevent's port (LASTEVENT_LISTEN_ADDR %q, LASTEVENT_ADMIN_ADDR %q): the app and lastevent share the pod's network, so one of them could not listen; move lastevent's ports (e.g. config.LASTEVENT_LISTEN_ADDR=\":8090\")" .Values.upstreamPort .Values.config.LASTEVENT_LISTEN_ADDR .Values.config.LASTEVENT_ADMIN_ADDR) }}
+{{- end }}
 - name: lastevent
   containerPort: {{ include "lastevent.listenPort" . }}
   protocol: TCP
