@@ -30,6 +30,14 @@ func NewHandler(h *Hub) *Handler {
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	h.bodies.handling(&ctx.Request.Header)
 	defer h.bodies.done(&ctx.Request.Header)
+	if h.hub.cfg.Upstream.Path != "" && hasDotSegment(ctx.URI().PathOriginal()) {
+		// The path is put under the upstream's base path as it is: an
+		// upstream that resolves "..", as most do, would serve what lies
+		// outside it. Browsers resolve dot segments before they send.
+		h.writeIdle(ctx, h.hub.cfg.WriteTimeout)
+		ctx.Error("lastevent: a path with . or .. segments cannot go under the upstream's base path\n", fasthttp.StatusBadRequest)
+		return
+	}
 	if !isSSERequest(ctx) {
 		h.writeIdle(ctx, h.hub.cfg.WriteTimeout)
 		h.proxyPlain(ctx)
@@ -68,6 +76,34 @@ func (h *Handler) writeIdle(ctx *fasthttp.RequestCtx, d time.Duration) {
 	if cc, ok := ctx.Conn().(*countedConn); ok {
 		cc.idleWrites = d
 	}
+}
+
+// hasDotSegment reports whether the path (up to its query) has a "." or
+// ".." segment, also percent-encoded ("%2e").
+func hasDotSegment(path []byte) bool {
+	dots, other := 0, false // in the current segment
+	for i := 0; i <= len(path); i++ {
+		if i == len(path) || path[i] == '/' || path[i] == '?' {
+			if !other && (dots == 1 || dots == 2) {
+				return true
+			}
+			if i == len(path) || path[i] == '?' {
+				return false
+			}
+			dots, other = 0, false
+			continue
+		}
+		switch {
+		case path[i] == '.':
+			dots++
+		case path[i] == '%' && i+2 < len(path) && path[i+1] == '2' && (path[i+2] == 'e' || path[i+2] == 'E'):
+			dots++
+			i += 2
+		default:
+			other = true
+		}
+	}
+	return false
 }
 
 // isSSERequest: a GET whose Accept names text/event-stream, which is what
