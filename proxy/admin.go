@@ -11,7 +11,20 @@ import (
 )
 
 func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
-	switch string(ctx.Path()) {
+	path := string(ctx.Path())
+	if path == "/drain" {
+		if !ctx.IsPost() {
+			ctx.Error("use POST\n", fasthttp.StatusMethodNotAllowed)
+			ctx.Response.Header.Set("Allow", "POST") // after Error, which resets the headers
+			return
+		}
+	} else if !ctx.IsGet() && !ctx.IsHead() && !strings.HasPrefix(path, "/debug/pprof/") { // pprof looks symbols up with POST
+		// Reading endpoints: a POST or a DELETE there is a mistake to say.
+		ctx.Error("use GET\n", fasthttp.StatusMethodNotAllowed)
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		return
+	}
+	switch path {
 	case "/healthz":
 		// Liveness: the process answers. Never depends on the upstream, or
 		// a slow app would get its sidecar restarted.
@@ -38,10 +51,6 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 			ctx.SetBodyString("starting\n")
 		}
 	case "/drain":
-		if !ctx.IsPost() {
-			ctx.Error("use POST\n", fasthttp.StatusMethodNotAllowed)
-			return
-		}
 		s.Drain()
 		s.log.Info().Msg("drain requested: not ready any more")
 		ctx.SetBodyString("draining\n")

@@ -97,6 +97,7 @@ func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
 	var b bytes.Buffer
 	s.hub.metrics.set.WritePrometheus(&b)
 	vm.WriteProcessMetrics(&b)
+	vm.WriteFDMetrics(&b) // process_open_fds, process_max_fds: a proxy sized by its connections
 	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 	ctx.SetBody(b.Bytes())
 }

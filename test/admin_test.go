@@ -141,8 +141,21 @@ func TestAdminDrain(t *testing.T) {
 	if code, _ := p.adminGet(t, "/readyz"); code != 200 {
 		t.Fatalf("/readyz before draining: %d", code)
 	}
-	if code, _ := p.adminGet(t, "/drain"); code == 200 {
-		t.Fatalf("GET /drain succeeded; draining must take a POST")
+	// The wrong method gets 405 naming the right one (RFC 9110 15.5.6): GET
+	// on /drain, a write on a reading endpoint (which answered 200).
+	for _, m := range []struct{ method, path, allow string }{
+		{"GET", "/drain", "POST"}, {"POST", "/readyz", "GET, HEAD"}, {"DELETE", "/metrics", "GET, HEAD"},
+		{"PUT", "/debug/stream-state", "GET, HEAD"},
+	} {
+		req, _ := http.NewRequest(m.method, "http://"+p.Admin+m.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != m.allow {
+			t.Fatalf("%s %s: %d, Allow %q; want 405, Allow %q", m.method, m.path, resp.StatusCode, resp.Header.Get("Allow"), m.allow)
+		}
 	}
 	if code, _ := p.adminGet(t, "/readyz"); code != 200 {
 		t.Fatalf("/readyz after GET /drain: %d", code)

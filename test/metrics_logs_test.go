@@ -68,6 +68,10 @@ func TestMetricsAndClientLog(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
 		}
 	}
+	// The process's descriptors: this client's, the upstream's, the listeners.
+	if m["process_open_fds"] < 4 || m["process_max_fds"] < m["process_open_fds"] {
+		t.Errorf("process_open_fds %v, process_max_fds %v", m["process_open_fds"], m["process_max_fds"])
+	}
 	if m["lastevent_upstream_connects_total"] < 2 {
 		t.Errorf("lastevent_upstream_connects_total = %v, want >= 2", m["lastevent_upstream_connects_total"])
 	}
