@@ -636,6 +636,11 @@ func checkPod(t *testing.T, where string, pod *corev1.PodTemplateSpec, leValues 
 	if sc.native && (c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
 		t.Errorf("%s: a native sidecar needs restartPolicy: Always", where)
 	}
+	// Kubernetes starts the app after a native sidecar's startupProbe passes
+	// (without one, as soon as the sidecar's process has started).
+	if sp := c.StartupProbe; sc.native != (sp != nil && sp.HTTPGet != nil && sp.HTTPGet.Path == "/healthz") {
+		t.Errorf("%s: startupProbe %+v; want one on /healthz exactly for a native sidecar", where, sp)
+	}
 	if !sc.native && c.RestartPolicy != nil {
 		t.Errorf("%s: restartPolicy set on an ordinary container", where)
 	}

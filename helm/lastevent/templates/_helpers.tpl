@@ -225,8 +225,19 @@ env: every LASTEVENT_* setting of .Values.config, plus the store settings
   protocol: TCP
 {{- end }}
 
-{{/* probes: liveness /healthz and readiness /readyz on the admin port. */}}
+{{/*
+probes: liveness /healthz and readiness /readyz on the admin port; a native
+sidecar also gets a startupProbe on /healthz, which Kubernetes waits for
+before it starts the app.
+*/}}
 {{- define "lastevent.probes" -}}
+{{- if eq (include "lastevent.placement" .) "nativeSidecar" }}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: lastevent-admin
+  {{- toYaml .Values.probes.startup | nindent 2 }}
+{{- end }}
 livenessProbe:
   httpGet:
     path: /healthz
