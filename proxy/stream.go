@@ -12,6 +12,7 @@ import (
 
 	"github.com/lastevent/lastevent/frame"
 	"github.com/lastevent/lastevent/replay"
+	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 )
 
@@ -157,6 +158,7 @@ func (s *stream) runUpstream(takeover bool) {
 	backoff := cfg.UpstreamBackoffMin
 	connected := takeover
 	s.pendingRetry = -1
+	failed := 0 // attempts in a row that got no stream
 	for {
 		select {
 		case <-s.stop:
@@ -193,8 +195,10 @@ func (s *stream) runUpstream(takeover bool) {
 		case err != nil:
 			retryable = true
 			s.upError()
-			s.hub.log.Warn().Err(err).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream connect failed")
+			failed++
+			s.hub.log.WithLevel(retryLevel(failed)).Err(err).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Int("attempt", failed).Msg("upstream connect failed")
 		case isEventStream(resp):
+			failed = 0
 			if connected {
 				s.reconnects.Add(1)
 				s.hub.metrics.upstreamReconnects.Inc()
@@ -235,7 +239,8 @@ func (s *stream) runUpstream(takeover bool) {
 		case resp.StatusCode() >= 500 && !cfg.UpstreamPass5xx:
 			retryable = true
 			s.upError()
-			s.hub.log.Warn().Int("status", resp.StatusCode()).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream answered 5xx; retrying")
+			failed++
+			s.hub.log.WithLevel(retryLevel(failed)).Int("status", resp.StatusCode()).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Int("attempt", failed).Msg("upstream answered 5xx; retrying")
 		}
 		if !retryable {
 			// 4xx, redirect, non-SSE answer: the request itself is wrong.
@@ -265,6 +270,18 @@ func (s *stream) runUpstream(takeover bool) {
 			return
 		}
 	}
+}
+
+// retryLevel is the level of the line about a stream's failed attempt n (1
+// for the first in a row): warn for attempts 1, 2, 4, 8, ..., debug for the
+// others, so that an upstream that stays down for a while (every session
+// client's stream retrying at LASTEVENT_UPSTREAM_BACKOFF_MAX) does not flood
+// the logs; lastevent_upstream_errors_total counts every attempt.
+func retryLevel(n int) zerolog.Level {
+	if n&(n-1) == 0 {
+		return zerolog.WarnLevel
+	}
+	return zerolog.DebugLevel
 }
 
 // markReady resolves the first attempt; it reports whether this call did.
