@@ -59,8 +59,11 @@ func run(args, environ []string, stdout, stderr io.Writer, stop <-chan os.Signal
 		return 0
 	}
 	cfg, warnings, err := proxy.LoadConfig(environ)
-	for _, w := range warnings {
-		fmt.Fprintln(stderr, "warning:", w)
+	if err != nil || *checkConfig {
+		// Plain text: there is no logger (its settings may be the problem).
+		for _, w := range warnings {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "lastevent: invalid configuration:\n%s\n", indent(err.Error()))
@@ -71,6 +74,9 @@ func run(args, environ []string, stdout, stderr io.Writer, stop <-chan os.Signal
 		return 0
 	}
 	log := proxy.NewLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	for _, w := range warnings {
+		log.Warn().Msg(w) // in the log's format, which a JSON pipeline can read
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		log.Error().Err(err).Str("var", "LASTEVENT_LISTEN_ADDR").Msg("cannot listen")

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -110,7 +111,8 @@ func TestConfigMisspeltVariableWarned(t *testing.T) {
 	p := startProxy(t, up.URL(), "LASTEVENT_BUFER_FRAMES=5")
 	var warned bool
 	for _, l := range strings.Split(p.Logs(), "\n") {
-		if strings.Contains(l, "LASTEVENT_BUFER_FRAMES") && strings.Contains(strings.ToLower(l), "warn") {
+		// A log line like the others (JSON), which a log pipeline can read.
+		if strings.Contains(l, "LASTEVENT_BUFER_FRAMES") && strings.Contains(l, `"level":"warn"`) && json.Valid([]byte(l)) {
 			warned = true
 		}
 	}
