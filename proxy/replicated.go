@@ -438,6 +438,17 @@ func (s *stream) setupFollow(gen replay.Gen) (owner bool, err error) {
 	}
 	s.base.Store(m.Newest)
 	s.seq.Store(m.Newest)
+	if m.Newest > 0 {
+		// The newest frame's id carries the owner's current label, which
+		// no frame this replica tails may carry again (a quiet stream): a
+		// takeover's label must sort above it (tryAcquire, nextLabel), and
+		// this follower's sync events at its head carry it.
+		if f, last, err := st.ReadContext(ctx, m.Newest-1, nil, 0); err == nil && last == m.Newest {
+			s.learnLabel(m.Newest, f)
+		} else {
+			h.reps.report(err)
+		}
+	}
 	r.role.Store(roleFollower)
 	if m.Holder == "" {
 		if ok := s.tryAcquire(st); ok {
