@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -178,4 +181,97 @@ func bodyBuffer(n int64) int64 {
 		b <<= 1
 	}
 	return b
+}
+
+// errNoRoom: an answer read whole did not fit in LASTEVENT_MAX_BODY_MEMORY.
+var errNoRoom = errors.New("lastevent: no room left in LASTEVENT_MAX_BODY_MEMORY")
+
+// errTooLarge: an answer read whole is larger than its limit.
+var errTooLarge = errors.New("lastevent: answer larger than LASTEVENT_MAX_BODY_BYTES")
+
+// reserve counts n bytes of an answer that lastevent holds whole (an
+// upstream answer passed to an SSE client, a plain answer without a length
+// to an HTTP/1.0 client): they count against LASTEVENT_MAX_BODY_MEMORY like
+// request bodies, since any number of clients that do not read could
+// otherwise hold LASTEVENT_MAX_BODY_BYTES each. Up to smallBody is free, as
+// for requests. false: no room (the caller answers 503).
+func (b *bodyBudget) reserve(n int64) bool {
+	if b == nil || n <= smallBody {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// release gives back what reserve counted.
+func (b *bodyBudget) release(n int64) {
+	if b == nil || n <= smallBody {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+}
+
+// readWhole reads r to its end, up to limit bytes (errTooLarge beyond),
+// counting the buffer against b as it grows (errNoRoom when it cannot). On
+// success the caller owns the count, cap(buf) bytes (see held); on an error
+// nothing stays counted.
+func readWhole(r io.Reader, limit int, b *bodyBudget) ([]byte, error) {
+	buf := make([]byte, 0, 512)
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > limit {
+				b.release(held(buf))
+				return nil, errTooLarge
+			}
+			n := min(2*cap(buf), limit+1)
+			if n <= cap(buf) {
+				n = cap(buf) + 1
+			}
+			if !b.reserve(int64(n)) {
+				b.release(held(buf))
+				return nil, errNoRoom
+			}
+			grown := make([]byte, len(buf), n)
+			copy(grown, buf)
+			b.release(held(buf))
+			buf = grown
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			if len(buf) > limit {
+				b.release(held(buf))
+				return nil, errTooLarge
+			}
+			return buf, nil
+		}
+		if err != nil {
+			b.release(held(buf))
+			return nil, err
+		}
+	}
+}
+
+// held is what readWhole counted for buf.
+func held(buf []byte) int64 { return int64(cap(buf)) }
+
+// heldReader is an answer body that holds a count of b until fasthttp has
+// written it (or given up) and closes it.
+type heldReader struct {
+	*bytes.Reader
+	b    *bodyBudget
+	n    int64
+	once sync.Once
+}
+
+func (h *heldReader) Close() error {
+	h.once.Do(func() { h.b.release(h.n) })
+	return nil
 }

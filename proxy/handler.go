@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"mime"
@@ -23,7 +24,7 @@ type Handler struct {
 
 // NewHandler returns the client-facing handler.
 func NewHandler(h *Hub) *Handler {
-	return &Handler{hub: h, plain: newPlainClient(h.cfg), bodies: newBodyBudget(h.cfg.MaxBodyMemory, h.cfg.MaxBodyBytes)}
+	return &Handler{hub: h, plain: newPlainClient(h.cfg), bodies: h.bodies}
 }
 
 // Serve is the fasthttp request handler.
@@ -51,7 +52,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	a := h.hub.attach(r)
 	if a.pass != nil {
 		h.writeIdle(ctx, h.hub.cfg.WriteTimeout)
-		writePassed(ctx, a.pass)
+		h.writePassed(ctx, a.pass)
 		return
 	}
 	h.writeIdle(ctx, 0)
@@ -170,10 +171,22 @@ func stripParam(raw, param string) (string, []byte) {
 	return strings.Join(kept, "&"), value
 }
 
-func writePassed(ctx *fasthttp.RequestCtx, p *passedResponse) {
+// writePassed gives the client an upstream answer passed on as it is. Its
+// body is not copied (several clients of a shared stream may get it), and
+// counts against LASTEVENT_MAX_BODY_MEMORY until it is written: a client
+// that does not read holds its room, and one that finds none gets 503.
+func (h *Handler) writePassed(ctx *fasthttp.RequestCtx, p *passedResponse) {
+	n := int64(len(p.body))
+	if !h.bodies.reserve(n) {
+		p = noRoomAnswer
+	}
 	p.header.CopyTo(&ctx.Response.Header)
 	ctx.SetStatusCode(p.status)
-	ctx.SetBody(p.body)
+	if n <= smallBody || p == noRoomAnswer {
+		ctx.SetBody(p.body) // not counted
+		return
+	}
+	ctx.SetBodyStream(&heldReader{Reader: bytes.NewReader(p.body), b: h.bodies, n: n}, len(p.body))
 }
 
 // proxyPlain forwards a non-SSE request and its answer unchanged.
@@ -247,16 +260,22 @@ func (h *Handler) passBody(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 		// HTTP/1.0 has no chunked encoding, and fasthttp would use it for a
 		// body of unknown length: read it whole (up to
 		// LASTEVENT_MAX_BODY_BYTES) and send it with its length.
-		b, err := io.ReadAll(io.LimitReader(body, int64(h.hub.cfg.MaxBodyBytes)+1))
+		// The buffer counts against LASTEVENT_MAX_BODY_MEMORY until it is
+		// written: without a bound, clients that do not read held
+		// LASTEVENT_MAX_BODY_BYTES (twice that, grown) each.
+		b, err := readWhole(body, h.hub.cfg.MaxBodyBytes, h.bodies)
 		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
 		switch {
+		case err == errNoRoom:
+			ctx.Error("lastevent: too many answers being read at once (LASTEVENT_MAX_BODY_MEMORY)\n", fasthttp.StatusServiceUnavailable)
+			ctx.Response.Header.Set("Retry-After", "1")
+		case err == errTooLarge:
+			ctx.Error("lastevent: upstream answer larger than LASTEVENT_MAX_BODY_BYTES (an HTTP/1.0 client needs its length)\n", fasthttp.StatusBadGateway)
 		case err != nil:
 			ctx.Error("lastevent: upstream unavailable\n", fasthttp.StatusBadGateway)
-		case len(b) > h.hub.cfg.MaxBodyBytes:
-			ctx.Error("lastevent: upstream answer larger than LASTEVENT_MAX_BODY_BYTES (an HTTP/1.0 client needs its length)\n", fasthttp.StatusBadGateway)
 		default:
-			ctx.SetBody(b)
+			ctx.SetBodyStream(&heldReader{Reader: bytes.NewReader(b), b: h.bodies, n: held(b)}, len(b))
 		}
 	default:
 		if n < 0 {

@@ -22,6 +22,9 @@ type Hub struct {
 	streamClient *fasthttp.Client
 	upConns      *connSet // streamClient's connections
 	metrics      *metrics
+	// bodies bounds the bodies held whole at once (LASTEVENT_MAX_BODY_MEMORY):
+	// request bodies, and the upstream answers passed to SSE clients.
+	bodies *bodyBudget
 
 	// reps is the shared store (LASTEVENT_STORE=redis); nil in memory mode.
 	reps *replicas
@@ -58,6 +61,7 @@ func NewHub(cfg *Config, log zerolog.Logger) *Hub {
 		byGen:        make(map[replay.Gen]*stream),
 		byLabel:      make(map[replay.Gen]*stream),
 		byKey:        make(map[string]*stream),
+		bodies:       newBodyBudget(cfg.MaxBodyMemory, cfg.MaxBodyBytes),
 	}
 	if cfg.Redis != nil {
 		reps, err := newReplicas(cfg, log)

@@ -244,7 +244,7 @@ func (s *stream) runUpstream(takeover bool) {
 		}
 		if !retryable {
 			// 4xx, redirect, non-SSE answer: the request itself is wrong.
-			pr := capture(resp, cfg.MaxBodyBytes, cfg.UpstreamTimeout)
+			pr := capture(resp, cfg.MaxBodyBytes, cfg.UpstreamTimeout, s.hub.bodies)
 			if !s.markReady(pr) {
 				s.hub.log.Warn().Int("status", pr.status).Str("stream", genText(s.gen)).Str("path", s.pathOnly()).Msg("upstream refused a reconnect; ending the stream")
 			}
@@ -667,7 +667,13 @@ func isIdentity(resp *fasthttp.Response) bool {
 
 // capture reads a response that is passed to the client as is; its body is
 // bounded by LASTEVENT_MAX_BODY_BYTES.
-func capture(resp *fasthttp.Response, limit int, timeout time.Duration) *passedResponse {
+//
+// The body is read into a buffer counted against LASTEVENT_MAX_BODY_MEMORY
+// as it grows (503 when it does not fit); the count is given back once read:
+// each client that is handed the answer counts it again while it is being
+// written (Handler.Serve), so a stalled client holds its room, not an
+// uncounted LASTEVENT_MAX_BODY_BYTES.
+func capture(resp *fasthttp.Response, limit int, timeout time.Duration, budget *bodyBudget) *passedResponse {
 	pr := &passedResponse{status: resp.StatusCode()}
 	// An answer without a Content-Type gets none: fasthttp's view of the
 	// header, and the copy written to the client, would add text/plain.
@@ -681,10 +687,14 @@ func capture(resp *fasthttp.Response, limit int, timeout time.Duration) *passedR
 			t := time.AfterFunc(timeout, func() { _ = c.CloseWithError(errCaptureTimeout) })
 			defer t.Stop()
 		}
-		b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
-		if err != nil || len(b) > limit {
+		b, err := readWhole(r, limit, budget)
+		if err == errNoRoom {
+			return noRoomAnswer
+		}
+		if err != nil {
 			return &passedResponse{status: fasthttp.StatusBadGateway, body: []byte("lastevent: upstream response body unreadable or larger than LASTEVENT_MAX_BODY_BYTES\n")}
 		}
+		budget.release(held(b))
 		pr.body = b
 	} else {
 		pr.body = append([]byte(nil), resp.Body()...)
@@ -697,3 +707,12 @@ func (s *stream) upError() {
 	s.upErrors.Add(1)
 	s.hub.metrics.upstreamErrors.Inc()
 }
+
+// noRoomAnswer answers an SSE client whose upstream answer (passed on as it
+// is) found no room in LASTEVENT_MAX_BODY_MEMORY.
+var noRoomAnswer = func() *passedResponse {
+	p := &passedResponse{status: fasthttp.StatusServiceUnavailable, body: []byte("lastevent: too many answers being read at once (LASTEVENT_MAX_BODY_MEMORY)\n")}
+	p.header.Set("Retry-After", "1")
+	p.header.SetContentType("text/plain; charset=utf-8")
+	return p
+}()
