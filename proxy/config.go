@@ -8,6 +8,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -597,5 +598,23 @@ func sameListener(a, b string) bool {
 		return false
 	}
 	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" || h == "[::]" }
-	return ha == hb || wild(ha) || wild(hb)
+	if ha == hb || wild(ha) || wild(hb) {
+		return true
+	}
+	// One address spelt two ways: 127.0.0.1 and localhost, ::1 and 0:0::1.
+	ips := func(h string) []string {
+		if h == "localhost" {
+			return []string{"127.0.0.1", "::1"}
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			return []string{ip.String()}
+		}
+		return []string{h}
+	}
+	for _, x := range ips(ha) {
+		if slices.Contains(ips(hb), x) {
+			return true
+		}
+	}
+	return false
 }

@@ -222,6 +222,8 @@ func TestParseRules(t *testing.T) {
 		{"UPSTREAM_URL", "http://legacy:0", "port must be a number from 1", nil},
 		{"ADMIN_ADDR", ":8080", "must not be LASTEVENT_LISTEN_ADDR's address", nil},
 		{"ADMIN_ADDR", "127.0.0.1:8080", "must not be LASTEVENT_LISTEN_ADDR's address", nil},
+		{"ADMIN_ADDR", "localhost:8090", "must not be LASTEVENT_LISTEN_ADDR's address", map[string]string{"LISTEN_ADDR": "127.0.0.1:8090"}},
+		{"ADMIN_ADDR", "[0:0::1]:8090", "must not be LASTEVENT_LISTEN_ADDR's address", map[string]string{"LISTEN_ADDR": "localhost:8090"}},
 		{"LISTEN_ADDR", "8080", "must be host:port", nil},
 		{"LISTEN_ADDR", ":99999", "port must be a number", nil},
 		{"LISTEN_ADDR", "localhost:http", "port must be a number", nil},
