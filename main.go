@@ -109,6 +109,15 @@ func run(args, environ []string, stdout, stderr io.Writer, stop <-chan os.Signal
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
+	go func() {
+		// A second signal (Ctrl-C again) ends the grace period at once.
+		select {
+		case s := <-stop:
+			log.Warn().Str("signal", s.String()).Msg("second signal: not waiting for the rest of the grace period")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn().Err(err).Msg("shutdown incomplete")
 		return 1

@@ -251,3 +251,35 @@ func tryAdminGet(p *proc, path string) (int, error) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, nil
 }
+
+// TestShutdownSecondSignal: a second SIGTERM or SIGINT (Ctrl-C again) ends
+// the grace period at once, for an operator who will not wait for a stuck
+// client (it was ignored: the process waited out LASTEVENT_SHUTDOWN_GRACE).
+// The exit status says the shutdown was not complete. Found by a black-box
+// probe.
+func TestShutdownSecondSignal(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	p := startProxy(t, up.URL(), "LASTEVENT_MODE=shared", "LASTEVENT_WRITE_TIMEOUT=60s", "LASTEVENT_SHUTDOWN_GRACE=60s")
+	blockStuckClient(t, p, up.Feed("/feed/ss-stuck").Send, "/feed/ss-stuck")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+		t.Fatalf("lastevent exited (%v) with a stuck client before its grace period", p.err)
+	case <-time.After(time.Second):
+	}
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("lastevent still running %s after a second signal", time.Since(start))
+	}
+	if p.err == nil || !strings.Contains(p.Logs(), "second signal") {
+		t.Fatalf("exit %v after a second signal, want status 1 and a log line saying why", p.err)
+	}
+}
