@@ -222,34 +222,43 @@ func (b *bodyBudget) release(n int64) {
 // counting the buffer against b as it grows (errNoRoom when it cannot). On
 // success the caller owns the count, cap(buf) bytes (see held); on an error
 // nothing stays counted.
+//
+// A grown buffer counts instead of the one it replaces (the old one is let go
+// at once), and the buffer is never larger than limit: a body of limit bytes
+// takes at most bodyBuffer(limit), which LASTEVENT_MAX_BODY_MEMORY holds at
+// least, so an idle proxy always has room for one.
 func readWhole(r io.Reader, limit int, b *bodyBudget) ([]byte, error) {
-	buf := make([]byte, 0, 512)
+	buf := make([]byte, 0, min(512, max(limit, 1)))
 	for {
 		if len(buf) == cap(buf) {
-			if len(buf) > limit {
-				b.release(held(buf))
-				return nil, errTooLarge
+			if len(buf) >= limit {
+				// Full: one more byte makes it too large.
+				var one [1]byte
+				m, err := r.Read(one[:])
+				switch {
+				case m > 0:
+					b.release(held(buf))
+					return nil, errTooLarge
+				case err == io.EOF:
+					return buf, nil
+				case err != nil:
+					b.release(held(buf))
+					return nil, err
+				}
+				continue
 			}
-			n := min(2*cap(buf), limit+1)
-			if n <= cap(buf) {
-				n = cap(buf) + 1
-			}
+			n := min(2*cap(buf), limit)
+			b.release(held(buf))
 			if !b.reserve(int64(n)) {
-				b.release(held(buf))
 				return nil, errNoRoom
 			}
 			grown := make([]byte, len(buf), n)
 			copy(grown, buf)
-			b.release(held(buf))
 			buf = grown
 		}
 		m, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
 		if err == io.EOF {
-			if len(buf) > limit {
-				b.release(held(buf))
-				return nil, errTooLarge
-			}
 			return buf, nil
 		}
 		if err != nil {

@@ -567,6 +567,13 @@ func redactURL(raw string) string {
 	if u.Fragment != "" {
 		u.Fragment, u.RawFragment = "xxxxx", ""
 	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); !ok && u.User.Username() != "" {
+			// User info without a password is a token as often as a name
+			// ("https://TOKEN@host"); Redacted shows it as it is.
+			u.User = url.User("xxxxx")
+		}
+	}
 	return u.Redacted()
 }
 

@@ -80,11 +80,17 @@ func (h *Handler) writeIdle(ctx *fasthttp.RequestCtx, d time.Duration) {
 }
 
 // hasDotSegment reports whether the path (up to its query) has a "." or
-// ".." segment, also percent-encoded ("%2e").
+// ".." segment, also percent-encoded ("%2e"), and also where a segment ends
+// with a percent-encoded slash ("..%2F"), a backslash or an encoded one
+// ("..%5C"): an upstream that decodes the path before it resolves dot
+// segments (nginx does), or takes a backslash for a slash (IIS), takes it for
+// "../".
 func hasDotSegment(path []byte) bool {
 	dots, other := 0, false // in the current segment
 	for i := 0; i <= len(path); i++ {
-		if i == len(path) || path[i] == '/' || path[i] == '?' {
+		encSlash := i+2 < len(path) && path[i] == '%' &&
+			(path[i+1] == '2' && (path[i+2] == 'f' || path[i+2] == 'F') || path[i+1] == '5' && (path[i+2] == 'c' || path[i+2] == 'C'))
+		if i == len(path) || path[i] == '/' || path[i] == '\\' || path[i] == '?' || encSlash {
 			if !other && (dots == 1 || dots == 2) {
 				return true
 			}
@@ -92,6 +98,9 @@ func hasDotSegment(path []byte) bool {
 				return false
 			}
 			dots, other = 0, false
+			if encSlash {
+				i += 2
+			}
 			continue
 		}
 		switch {

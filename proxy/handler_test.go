@@ -51,6 +51,11 @@ func TestHasDotSegment(t *testing.T) {
 		"/..": true, "/../admin": true, "/a/./b": true, "/a/.": true, "/.": true, "/a/..?x=1": true,
 		"/%2e%2e/admin": true, "/%2E./x": true, "/.%2e": true, "/%2e": true, "/a/%2E%2E": true,
 		"/a?p=/../x": false, // the query is not the path
+		// A slash encoded, or a backslash (plain or encoded), ends a segment
+		// for an upstream that decodes before it resolves, or takes \ for /.
+		"/..%2Fadmin": true, "/.%2fx": true, "/a/%2e%2e%2Fb": true, "/x%2F..": true, "/x/..%2F": true,
+		"/..\\admin": true, "/..%5cadmin": true, "/a%5C.%5Cb": true,
+		"/a%2Fb": false, "/a..%2fb": false, "/%2F%2F": false, "/.well-known%2Fx": false, "/a\\b": false,
 	} {
 		if got := hasDotSegment([]byte(path)); got != want {
 			t.Errorf("hasDotSegment(%q) = %v, want %v", path, got, want)

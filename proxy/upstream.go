@@ -207,7 +207,10 @@ func newPlainClient(cfg *Config) *fasthttp.Client {
 			if timeout <= 0 || timeout > cfg.UpstreamTimeout {
 				timeout = cfg.UpstreamTimeout
 			}
-			c, err := fasthttp.DialTimeout(addr, timeout)
+			// Dual stack, as the stream client's dial: DialTimeout resolves
+			// IPv4 addresses only, so an IPv6 upstream got 502 for every
+			// plain request while its streams worked.
+			c, err := fasthttp.DialDualStackTimeout(addr, timeout)
 			if err != nil {
 				return nil, err
 			}
