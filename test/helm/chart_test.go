@@ -1054,6 +1054,8 @@ func TestChartRefuses(t *testing.T) {
 		{"upstreamPort=8080", "upstreamPort 8080 is also lastevent's port"},
 		{"upstreamPort=8081", "upstreamPort 8081 is also lastevent's port"},
 		{"config.LASTEVENT_ADMIN_ADDR=:8080", "LASTEVENT_LISTEN_ADDR and LASTEVENT_ADMIN_ADDR both use port 8080"},
+		{"config.LASTEVENT_UPSTREAM_URL=http://127.0.0.1:8080", "is lastevent's own port in the pod"},
+		{"config.LASTEVENT_UPSTREAM_URL=http://localhost:8081/api", "is lastevent's own port in the pod"},
 	} {
 		out, err := h.run(c.chart, "template", "x", ".", "--set", bad.set)
 		if err == nil || !bytes.Contains(out, []byte(bad.want)) {

@@ -217,6 +217,18 @@ env: every LASTEVENT_* setting of .Values.config, plus the store settings
 {{- if and (not .Values.config.LASTEVENT_UPSTREAM_URL) (has (int .Values.upstreamPort) (list $listen $admin)) }}
 {{- fail (printf "upstreamPort %v is also lastevent's port (LASTEVENT_LISTEN_ADDR %q, LASTEVENT_ADMIN_ADDR %q): the app and lastevent share the pod's network, so one of them could not listen; move lastevent's ports (e.g. config.LASTEVENT_LISTEN_ADDR=\":8090\")" .Values.upstreamPort .Values.config.LASTEVENT_LISTEN_ADDR .Values.config.LASTEVENT_ADMIN_ADDR) }}
 {{- end }}
+{{- with .Values.config.LASTEVENT_UPSTREAM_URL }}
+{{- $u := urlParse . }}
+{{- $host := $u.host }}
+{{- $port := ternary "443" "80" (eq $u.scheme "https") }}
+{{- if regexMatch ":[0-9]+$" $host }}
+{{- $port = regexFind "[0-9]+$" $host }}
+{{- $host = regexReplaceAll ":[0-9]+$" $host "" }}
+{{- end }}
+{{- if and (has $host (list "127.0.0.1" "localhost" "[::1]")) (has (int $port) (list $listen $admin)) }}
+{{- fail (printf "LASTEVENT_UPSTREAM_URL %q is lastevent's own port in the pod (LASTEVENT_LISTEN_ADDR %q, LASTEVENT_ADMIN_ADDR %q): lastevent would proxy to itself; point it at the app's port" . $.Values.config.LASTEVENT_LISTEN_ADDR $.Values.config.LASTEVENT_ADMIN_ADDR) }}
+{{- end }}
+{{- end }}
 - name: lastevent
   containerPort: {{ include "lastevent.listenPort" . }}
   protocol: TCP
