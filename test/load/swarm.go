@@ -369,10 +369,12 @@ func (c *Client) onEvent(ev *Event, now int64) {
 		return
 	}
 	c.received.Add(1)
+	dup := false
 	switch {
 	case c.lastSeq < 0 || c.resync:
 	case seq <= c.lastSeq:
 		c.dups.Add(1)
+		dup = true
 	case seq > c.lastSeq+1:
 		c.gaps.Add(seq - c.lastSeq - 1)
 	}
@@ -380,7 +382,9 @@ func (c *Client) onEvent(ev *Event, now int64) {
 	if seq > c.lastSeq {
 		c.lastSeq = seq
 	}
-	if sent >= c.sw.winFrom.Load() && sent < c.sw.winTo.Load() {
+	// A duplicate is not a delivery: counted, it would hide as many
+	// missing events in the delivered ratio (and add a latency).
+	if !dup && sent >= c.sw.winFrom.Load() && sent < c.sw.winTo.Load() {
 		c.hist.Record(now - sent)
 		c.inWindow.Add(1)
 	}

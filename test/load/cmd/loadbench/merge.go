@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // mergeRepeats folds the runs of each scenario and target (-repeat) into
@@ -107,6 +109,15 @@ func merge(rs []Result) Result {
 	m.UpstreamWritesPerS = med(ok, func(r *Result) float64 { return r.UpstreamWritesPerS })
 	m.TCPSegsPerS = med(ok, func(r *Result) float64 { return r.TCPSegsPerS })
 	m.RSSPerConnKiB = medPtr(ok, func(r *Result) *float64 { return r.RSSPerConnKiB })
+	if p := medPtr(ok, func(r *Result) *float64 {
+		if r.ProxyRSSKiB == nil {
+			return nil
+		}
+		return ptr(float64(*r.ProxyRSSKiB))
+	}); p != nil {
+		m.ProxyRSSKiB = ptr(int64(*p))
+	}
+	m.UpstreamRSSKiB = int64(med(ok, func(r *Result) float64 { return float64(r.UpstreamRSSKiB) }))
 	m.UpstreamRSSPerConnKiB = medPtr(ok, func(r *Result) *float64 { return r.UpstreamRSSPerConnKiB })
 	for _, r := range ok {
 		if r.ProxyHWMKiB != nil && (m.ProxyHWMKiB == nil || *r.ProxyHWMKiB > *m.ProxyHWMKiB) {
@@ -153,7 +164,13 @@ func merge(rs []Result) Result {
 		m.CatchUp = &cu
 	}
 	if len(failed) > 0 {
-		m.Error = ""
+		// The failed runs are not in the figures above, but they must not
+		// vanish from the report: it lists every merged result's error.
+		var errs []string
+		for _, r := range failed {
+			errs = append(errs, r.Error)
+		}
+		m.Error = fmt.Sprintf("%d of %d runs failed (the figures are the other runs'): %s", len(failed), len(rs), strings.Join(errs, "; "))
 	}
 	return m
 }

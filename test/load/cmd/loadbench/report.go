@@ -338,8 +338,8 @@ func targets(rs []Result) [][4]string {
 		if cu.AllMs >= 0 {
 			all = fms(cu.AllMs)
 		}
-		add("S4", "all caught up ≤ 2 s, 0 dup, 0 gap", fmt.Sprintf("%s, %d caught up of %d, %d dups, %d gaps, %d syncs", all, cu.CaughtUp, le.Clients, le.Dups, le.Gaps, le.Syncs),
-			yes(cu.AllMs >= 0 && cu.AllMs <= 2000 && le.Dups == 0 && le.Gaps == 0 && cu.CaughtUp == le.Clients))
+		add("S4", "all caught up ≤ 2 s, 0 dup, 0 gap, 0 sync", fmt.Sprintf("%s, %d caught up of %d, %d dups, %d gaps, %d syncs", all, cu.CaughtUp, le.Clients, le.Dups, le.Gaps, le.Syncs),
+			yes(cu.AllMs >= 0 && cu.AllMs <= 2000 && le.Dups == 0 && le.Gaps == 0 && le.Syncs == 0 && cu.CaughtUp == le.Clients))
 	} else {
 		add("S4", "storm", notMeasured, "–")
 	}
