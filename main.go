@@ -112,9 +112,11 @@ func run(args, environ []string, stdout, stderr io.Writer, stop <-chan os.Signal
 	go func() {
 		// A second signal (Ctrl-C again) ends the grace period at once.
 		select {
-		case s := <-stop:
-			log.Warn().Str("signal", s.String()).Msg("second signal: not waiting for the rest of the grace period")
-			cancel()
+		case s, ok := <-stop:
+			if ok && s != nil {
+				log.Warn().Str("signal", s.String()).Msg("second signal: not waiting for the rest of the grace period")
+				cancel()
+			}
 		case <-ctx.Done():
 		}
 	}()
