@@ -499,14 +499,25 @@ func (s *stream) tryAcquire(st *redisstore.Store) bool {
 	// The label is announced in Redis before it is used: a takeover that
 	// fails there leaves no label behind (sync events of this follower
 	// carried its generation, which no frame has).
+	//
+	// This replica may be past the log's newest: Redis lost frames it had
+	// acknowledged (a failover to a replica that lagged behind) after this
+	// one had tailed them. Its frames go on after its own head, and the
+	// upstream id Redis holds is that of frames before them: resumed from
+	// it, the upstream would send those events again, as new frames, with
+	// no sync event. The reconnect asks for none then, and gets a marker.
+	from := max(m.Newest, s.seq.Load()) + 1
 	gen := s.nextLabel()
-	if err := st.SetAlias(ctx, gen, m.Newest+1, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
+	if err := st.SetAlias(ctx, gen, from, h.cfg.Redis.Lease+h.cfg.Redis.Retention); err != nil {
 		h.reps.report(err)
 		_ = st.Release(ctx)
 		return false
 	}
-	s.useLabel(gen, m.Newest+1)
-	s.upLastID = append(s.upLastID[:0], m.UpstreamID...)
+	s.useLabel(gen, from)
+	s.upLastID = s.upLastID[:0]
+	if s.seq.Load() <= m.Newest {
+		s.upLastID = append(s.upLastID, m.UpstreamID...)
+	}
 	r.role.Store(roleOwner)
 	h.log.Info().Str("stream", genText(s.gen)).Uint64("seq", m.Newest).Msg("took the stream over")
 	return true

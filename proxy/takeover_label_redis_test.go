@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -88,5 +89,52 @@ func TestTakeoverLabelAboveNewestFrame(t *testing.T) {
 	}
 	if h := f.head(); h.String() <= last.String() {
 		t.Fatalf("the new owner's head %s sorts below frame 3's id %s", h, last)
+	}
+}
+
+// A follower that had tailed frames Redis then lost (a failover to a Redis
+// replica that lagged behind) and takes the stream over does not resume the
+// upstream from the id Redis holds, that of frames before its own head: with
+// LASTEVENT_UPSTREAM_RESUMES=true the upstream sent those events again, as
+// new frames after the ones clients already had, with no sync event. It asks
+// for none (its reconnect then puts a marker in), and its label starts after
+// its own head. Found by review.
+func TestTakeoverPastRedisNewest(t *testing.T) {
+	ctx := context.Background()
+	a, rc := redisOwner(t, 1000)
+	for i := 1; i <= 10; i++ {
+		ownerPublish(a, fmt.Sprintf("u%d", i), "x")
+		a.flushStage()
+	}
+	hf := redisFollowerHub(rc, "f")
+	f := &stream{hub: hf, gen: a.gen, rep: &repState{}, log: replay.NewRing(1000, nil)}
+	f.labels.Store(&[]label{{gen: a.gen}})
+	if owner, err := f.setupFollow(a.gen); err != nil || owner || f.seq.Load() != 10 {
+		t.Fatalf("setupFollow: owner %v, %v, at %d", owner, err, f.seq.Load())
+	}
+	// The failover loses frames 6..10 and what came with them; A dies.
+	meta, log, lease := redisstore.Keys(a.gen)
+	if err := rc.XTrimMinID(ctx, log, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for seq := 6; seq <= 10; seq++ {
+		if err := rc.XDel(ctx, log, fmt.Sprintf("%d-0", seq)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rc.HSet(ctx, meta, "newest", "5", "upstream", "u5").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Del(ctx, lease).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !f.tryAcquire(f.rep.st()) {
+		t.Fatal("F did not take the stream over")
+	}
+	if len(f.upLastID) != 0 {
+		t.Fatalf("the new owner resumes the upstream from %q, the id of frame 5, with frames up to 10 delivered", f.upLastID)
+	}
+	if got := f.id(11); got.Gen == a.gen {
+		t.Fatalf("frame 11 carries the old owner's label: %s", got)
 	}
 }
