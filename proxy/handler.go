@@ -88,8 +88,7 @@ func (h *Handler) writeIdle(ctx *fasthttp.RequestCtx, d time.Duration) {
 func hasDotSegment(path []byte) bool {
 	dots, other := 0, false // in the current segment
 	for i := 0; i <= len(path); i++ {
-		encSlash := i+2 < len(path) && path[i] == '%' &&
-			(path[i+1] == '2' && (path[i+2] == 'f' || path[i+2] == 'F') || path[i+1] == '5' && (path[i+2] == 'c' || path[i+2] == 'C'))
+		encSlash := escaped(path, i, "2f") || escaped(path, i, "5c")
 		if i == len(path) || path[i] == '/' || path[i] == '\\' || path[i] == '?' || encSlash {
 			if !other && (dots == 1 || dots == 2) {
 				return true
@@ -106,7 +105,7 @@ func hasDotSegment(path []byte) bool {
 		switch {
 		case path[i] == '.':
 			dots++
-		case path[i] == '%' && i+2 < len(path) && path[i+1] == '2' && (path[i+2] == 'e' || path[i+2] == 'E'):
+		case escaped(path, i, "2e"):
 			dots++
 			i += 2
 		default:
@@ -114,6 +113,12 @@ func hasDotSegment(path []byte) bool {
 		}
 	}
 	return false
+}
+
+// escaped reports whether path holds "%" and hex (lower-case) at i, in
+// either case.
+func escaped(path []byte, i int, hex string) bool {
+	return i+2 < len(path) && path[i] == '%' && strings.EqualFold(string(path[i+1:i+3]), hex)
 }
 
 // isSSERequest: a GET whose Accept names text/event-stream, which is what
@@ -185,17 +190,16 @@ func stripParam(raw, param string) (string, []byte) {
 // counts against LASTEVENT_MAX_BODY_MEMORY until it is written: a client
 // that does not read holds its room, and one that finds none gets 503.
 func (h *Handler) writePassed(ctx *fasthttp.RequestCtx, p *passedResponse) {
-	n := int64(len(p.body))
-	if !h.bodies.reserve(n) {
+	if !h.bodies.reserve(int64(len(p.body))) {
 		p = noRoomAnswer
 	}
 	p.header.CopyTo(&ctx.Response.Header)
 	ctx.SetStatusCode(p.status)
-	if n <= smallBody || p == noRoomAnswer {
-		ctx.SetBody(p.body) // not counted
+	if n := int64(len(p.body)); n > smallBody {
+		ctx.SetBodyStream(&heldReader{Reader: bytes.NewReader(p.body), b: h.bodies, n: n}, len(p.body))
 		return
 	}
-	ctx.SetBodyStream(&heldReader{Reader: bytes.NewReader(p.body), b: h.bodies, n: n}, len(p.body))
+	ctx.SetBody(p.body) // not counted (noRoomAnswer among them)
 }
 
 // proxyPlain forwards a non-SSE request and its answer unchanged.
@@ -277,8 +281,7 @@ func (h *Handler) passBody(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 		fasthttp.ReleaseResponse(resp)
 		switch {
 		case err == errNoRoom:
-			ctx.Error("lastevent: too many answers being read at once (LASTEVENT_MAX_BODY_MEMORY)\n", fasthttp.StatusServiceUnavailable)
-			ctx.Response.Header.Set("Retry-After", "1")
+			h.writePassed(ctx, noRoomAnswer)
 		case err == errTooLarge:
 			ctx.Error("lastevent: upstream answer larger than LASTEVENT_MAX_BODY_BYTES (an HTTP/1.0 client needs its length)\n", fasthttp.StatusBadGateway)
 		case err != nil:
